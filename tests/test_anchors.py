@@ -1,0 +1,105 @@
+"""Tests of the physical-parameter anchors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from pinn_exp.anchors import Anchor, IdentityAnchor, SoftplusAnchor, inverse_softplus, softplus
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "anchor"
+
+
+@pytest.mark.parametrize("initial", [1e-4, 1.0, math.log(2.0), 25.0, 50.0, 1e4])
+@pytest.mark.parametrize("beta", [1.0, 0.01, 3.0, 100.0])
+def test_softplus_initial_value_exact(initial, beta):
+    anchor = SoftplusAnchor(initial, beta=beta)
+    value = anchor.value()
+    assert value.dtype == torch.float64 and value.shape == ()
+    assert anchor.raw.dtype == torch.float64 and anchor.raw.shape == ()
+    assert abs(value.item() - initial) <= 1e-14 * initial
+
+
+def test_inverse_softplus_round_trip():
+    # Below ~1e-10 the rounding of raw ~ log(y) alone costs |log y| * 2.2e-16 relative error.
+    for y in [1e-10, 1e-8, 0.5, 20.0, 30.0, 700.0, 1e300]:
+        x = torch.tensor(inverse_softplus(y), dtype=torch.float64)
+        assert abs(softplus(x).item() - y) <= 1e-14 * y
+
+
+@pytest.mark.parametrize("raw", [-1e3, -50.0, 0.0, 50.0, 1e3])
+def test_softplus_positive_with_finite_gradient(raw):
+    anchor = SoftplusAnchor(1.0, beta=2.0)
+    with torch.no_grad():
+        anchor.raw.fill_(raw)
+    value = anchor.value()
+    value.backward()
+    assert value.item() >= 0 and math.isfinite(value.item())
+    # d value / d raw = beta * sigmoid(raw)
+    assert torch.isfinite(anchor.raw.grad)
+    expected = 2.0 * torch.sigmoid(torch.tensor(raw, dtype=torch.float64))
+    torch.testing.assert_close(anchor.raw.grad, expected, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("anchor_cls", [SoftplusAnchor, IdentityAnchor])
+def test_gradient_flows_to_raw_and_optimizer_moves_value(anchor_cls):
+    anchor = anchor_cls(2.0)
+    assert [name for name, _ in anchor.named_parameters()] == ["raw"]
+    optimizer = torch.optim.SGD([{"params": [anchor.raw], "lr": 0.1}])
+    loss = (anchor.value() - 3.0) ** 2
+    loss.backward()
+    assert anchor.raw.grad is not None and anchor.raw.grad.item() < 0
+    optimizer.step()
+    assert anchor.value().item() > 2.0
+    assert anchor() is not None and torch.equal(anchor(), anchor.value())
+
+
+def test_identity_anchor():
+    anchor = IdentityAnchor(-0.7)
+    assert anchor.value().dtype == torch.float64
+    assert anchor.value().item() == -0.7 and anchor.raw.item() == -0.7
+
+
+@pytest.mark.parametrize("initial", [0.0, -1.0, float("nan"), float("inf"), "1.0"])
+def test_softplus_bad_initial_raises(initial):
+    with pytest.raises(ValueError, match="initial"):
+        SoftplusAnchor(initial)
+
+
+@pytest.mark.parametrize("beta", [0.0, -2.0, float("inf")])
+def test_softplus_bad_beta_raises(beta):
+    with pytest.raises(ValueError, match="beta"):
+        SoftplusAnchor(1.0, beta=beta)
+
+
+def test_softplus_ratio_underflow_raises():
+    with pytest.raises(ValueError, match="initial / beta"):
+        SoftplusAnchor(1e-300, beta=1e300)
+
+
+@pytest.mark.parametrize("initial", [float("nan"), float("inf")])
+def test_identity_bad_initial_raises(initial):
+    with pytest.raises(ValueError, match="initial"):
+        IdentityAnchor(initial)
+
+
+def test_repr():
+    assert repr(SoftplusAnchor(2.0, beta=0.5)) == "SoftplusAnchor(initial=2.0, beta=0.5)"
+    assert repr(IdentityAnchor(2.0)) == "IdentityAnchor(initial=2.0)"
+
+
+@pytest.mark.parametrize("path", sorted(CONF.glob("*.yaml")), ids=lambda p: p.stem)
+def test_yaml_instantiates(path):
+    assert path.read_text().startswith("# ")
+    anchor = instantiate(OmegaConf.load(path))(initial=0.3)
+    assert isinstance(anchor, Anchor)
+    assert abs(anchor.value().item() - 0.3) <= 1e-14 * 0.3
+
+
+def test_yaml_options_present():
+    assert {p.stem for p in CONF.glob("*.yaml")} >= {"softplus", "none"}
