@@ -75,25 +75,28 @@ def build(cfg: DictConfig) -> Parts:
     )
 
 
-def _prepare(cfg: DictConfig) -> tuple[DictConfig, Path]:
-    """Resolve the config and the output folder; a resumed run takes its own saved config."""
+def _prepare(cfg: DictConfig) -> tuple[DictConfig, Path, bool]:
+    """Resolve the config and the output folder; a resumed run takes its own saved config.
+
+    Returns the config, the run folder and whether this is a resumption.
+    """
     if cfg.get("resume"):
         run_dir = Path(cfg.resume).expanduser().resolve()
         saved = run_dir / CONFIG_FILE
         if not saved.is_file():
             raise ConfigError(f"resume={cfg.resume!r} is not allowed: {saved} does not exist")
-        return OmegaConf.load(saved), run_dir
+        return OmegaConf.load(saved), run_dir, True
     run_dir = Path(cfg.output_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     resolved.output_dir = str(run_dir)
     OmegaConf.save(resolved, run_dir / CONFIG_FILE)
-    return resolved, run_dir
+    return resolved, run_dir, False
 
 
 def train(cfg: DictConfig) -> dict:
     """Train one PINN; write metrics.json, prediction.h5, checkpoint.pt and TensorBoard events."""
-    cfg, run_dir = _prepare(cfg)
+    cfg, run_dir, resuming = _prepare(cfg)
     parts = build(cfg)
     problem, model, sampler = parts.problem, parts.model, parts.sampler
     balancer, surgery, generator = parts.balancer, parts.surgery, parts.generator
@@ -107,7 +110,7 @@ def train(cfg: DictConfig) -> dict:
     # --- resume ---------------------------------------------------------------------------
     step, elapsed, step_times, weights = 0, 0.0, [], None
     ckpt_path = run_dir / "checkpoint.pt"
-    if cfg.get("resume") and ckpt_path.is_file():
+    if resuming and ckpt_path.is_file():
         state = checkpoint.load(ckpt_path)
         model.load_state_dict(state["model"])
         problem.unknowns.load_state_dict(state["unknowns"])
@@ -236,7 +239,11 @@ def train(cfg: DictConfig) -> dict:
                 points_figure(sampler.points().detach().cpu().numpy(), problem.point_labels),
                 step,
             )
-            progress.set_postfix(loss=f"{float(losses.sum()):.3e}", rel_l2=f"{last_rel_l2:.3e}")
+            tqdm.write(
+                f"step {step}/{total_steps}: loss {float(losses.detach().sum()):.3e}, "
+                f"rel_l2 {last_rel_l2:.3e}, {step_times and len(step_times) / elapsed:.1f} steps/s",
+                file=sys.stderr,
+            )
         if step % cfg.checkpoint_every == 0 or step == total_steps:
             save_checkpoint()
         progress.update(1)

@@ -59,7 +59,16 @@ def test_resume_after_kill_reproduces_uninterrupted_run(make_cfg, tmp_path, monk
     monkeypatch.setattr(torch.optim.Adam, "step", real_step)
     assert not (tmp_path / "killed" / "metrics.json").exists()
 
+    # The resumed run restarts from the step-4 checkpoint: it takes exactly 5 more Adam steps.
+    calls["n"] = 0
+
+    def counting_step(self, *args, **kwargs):
+        calls["n"] += 1
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", counting_step)
     resumed = train(make_cfg(f"resume={tmp_path / 'killed'}"))
+    assert calls["n"] == 5
     for key in ("rel_l2", "steps", "status"):
         assert resumed[key] == full[key]
 

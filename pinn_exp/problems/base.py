@@ -70,7 +70,7 @@ class Problem(ABC):
     true_unknowns: dict[str, float] = {}  # true values of the unknowns, for the metrics
 
     def unknown_values(self) -> dict[str, float]:
-        return {name: float(anchor.value()) for name, anchor in self.unknowns.items()}
+        return {name: float(anchor.value().detach()) for name, anchor in self.unknowns.items()}
 
     def unknown_metrics(self) -> dict[str, float]:
         """``<name>_true``, ``<name>_pred`` and ``<name>_rel_error`` for each unknown."""
