@@ -1,9 +1,14 @@
 """Entry point: ``python train.py [group=option ...] [key=value ...]`` (Hydra)."""
 
+import json
 import sys
+import traceback
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from pinn_exp.config import ConfigError
@@ -18,6 +23,14 @@ def main(cfg: DictConfig) -> float:
         # One line naming the key and what is allowed, and a non-zero exit.
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Exception as err:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        # In a sweep one crashing job must not stop the others: record it and go on.
+        traceback.print_exc()
+        out = Path(HydraConfig.get().runtime.output_dir) / "metrics.json"
+        out.write_text(json.dumps({"status": "failed", "message": repr(err)}, indent=2) + "\n")
+        return float("nan")
     return metrics.get("rel_l2", float("nan"))
 
 
