@@ -1,0 +1,229 @@
+"""pinn_exp.summary on synthetic sweep folders: grouping, statistics, status counts, plots."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pinn_exp import summary
+
+_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "summarize.py"
+_spec = importlib.util.spec_from_file_location("summarize_script", _SCRIPT)
+summarize_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(summarize_script)
+EXCLUDE = ["seed", "resume", "output_dir", "data_dir", "progress"]
+
+
+def make_run(
+    root: Path,
+    overrides: list[str],
+    metrics: dict | None,
+    exclude: list[str] | None = EXCLUDE,
+    folder: str | None = None,
+) -> Path:
+    """A run folder as Hydra and run.train leave it (without events unless added)."""
+    if folder is None:
+        seed = next((o.split("=")[1] for o in overrides if o.startswith("seed=")), "0")
+        rest = [o for o in overrides if not o.startswith("seed=")]
+        folder = f"cfg_{','.join(sorted(rest))}/seed={seed}"
+    run = root / folder
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if exclude is not None:
+        hydra_cfg = {"hydra": {"job": {"config": {"override_dirname": {"exclude_keys": exclude}}}}}
+        (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra_cfg))
+    if metrics is not None:
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    return run
+
+
+def ok(rel_l2: float, **extra) -> dict:
+    return {
+        "status": "completed",
+        "steps": 10,
+        "wall_time_s": 2.0 + rel_l2,
+        "step_time_ms": 10.0 + rel_l2,
+        "rel_l2": rel_l2,
+        "rel_l2_u": rel_l2,
+        **extra,
+    }
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def test_groups_differ_only_in_seed_and_excluded_keys(tmp_path):
+    errors = {"none": [0.5, 0.3, 0.4], "ema": [0.1, 0.2, 0.6]}
+    for balancer, values in errors.items():
+        for seed, value in enumerate(values):
+            # data_dir differs per run but is excluded, like seed
+            overrides = [f"balancer={balancer}", f"seed={seed}", "steps=10", f"data_dir=/d{seed}"]
+            make_run(tmp_path, overrides, ok(value))
+    text = summary.summarize(tmp_path, plots=False)
+    rows = read_csv(tmp_path / "summary.csv")
+    assert [r["balancer"] for r in rows] == ["ema", "none"]  # sorted by choice
+    for row in rows:
+        values = errors[row["balancer"]]
+        assert int(row["n"]) == 3 and row["diverged"] == row["failed"] == "0"
+        assert row["seeds"] == "0 1 2"
+        assert float(row["rel_l2_mean"]) == pytest.approx(statistics.fmean(values))
+        assert float(row["rel_l2_std"]) == pytest.approx(statistics.stdev(values))
+        assert float(row["step_time_ms_median"]) == pytest.approx(
+            statistics.median(10.0 + v for v in values)
+        )
+        assert float(row["wall_time_s_mean"]) == pytest.approx(statistics.fmean(values) + 2.0)
+    # markdown: only the swept key is a column; the common override is listed once
+    md_rows = table_rows(text)
+    assert [r[0] for r in md_rows] == ["ema", "none"]
+    assert "`steps=10`" in text and "data_dir" not in text
+    assert md_rows[0][1].startswith("**")  # lowest mean in bold
+    assert (tmp_path / "summary.md").read_text() == text
+
+
+def test_diverged_and_failed_are_counted_not_averaged(tmp_path):
+    make_run(tmp_path, ["balancer=ema", "seed=0"], ok(0.2))
+    make_run(tmp_path, ["balancer=ema", "seed=1"], ok(0.4))
+    make_run(tmp_path, ["balancer=ema", "seed=2"], {"status": "diverged", "steps": 3})
+    make_run(tmp_path, ["balancer=ema", "seed=3"], ok(float("nan")))  # non-finite = diverged
+    make_run(tmp_path, ["balancer=none", "seed=0"], ok(0.5))
+    make_run(tmp_path, ["balancer=none", "seed=1"], None)  # crashed: no metrics.json
+    make_run(tmp_path, ["balancer=none", "seed=2"], {"status": "killed"})  # unknown: failed
+    text = summary.summarize(tmp_path, plots=False)
+    ema, none = read_csv(tmp_path / "summary.csv")
+    assert (ema["n"], ema["diverged"], ema["failed"]) == ("2", "2", "0")
+    assert float(ema["rel_l2_mean"]) == pytest.approx(0.3)
+    assert (none["n"], none["diverged"], none["failed"]) == ("1", "0", "2")
+    assert float(none["rel_l2_mean"]) == pytest.approx(0.5)
+    assert none["rel_l2_std"] == ""  # undefined for n = 1
+    md = {r[0]: r for r in table_rows(text)}
+    assert md["ema"][2:5] == ["2", "2", "0"] and md["none"][2:5] == ["1", "0", "2"]
+
+
+def test_all_runs_of_a_configuration_failed(tmp_path):
+    make_run(tmp_path, ["balancer=ema", "seed=0"], ok(0.2))
+    make_run(tmp_path, ["balancer=none", "seed=0"], None)
+    text = summary.summarize(tmp_path)  # plots too: nothing to average must not break them
+    none = read_csv(tmp_path / "summary.csv")[1]
+    assert (none["n"], none["failed"], none["rel_l2_mean"]) == ("0", "1", "")
+    assert "| none | – |" in text
+
+
+def test_inverse_metrics_become_columns(tmp_path):
+    for anchor, preds in {"none": [90.0, 110.0], "softplus": [99.0, 101.0]}.items():
+        for seed, pred in enumerate(preds):
+            extra = {"re_true": 100.0, "re_pred": pred, "re_rel_error": abs(pred - 100) / 100}
+            make_run(tmp_path, [f"anchor={anchor}", f"seed={seed}"], ok(0.1, **extra))
+    text = summary.summarize(tmp_path, plots=False)
+    header = next(line for line in text.splitlines() if line.startswith("|"))
+    assert "| rel_l2 | re_rel_error | re_pred |" in header
+    rows = {r["anchor"]: r for r in read_csv(tmp_path / "summary.csv")}
+    assert float(rows["none"]["re_pred_mean"]) == pytest.approx(100.0)
+    assert float(rows["none"]["re_pred_std"]) == pytest.approx(statistics.stdev([90, 110]))
+    assert float(rows["softplus"]["re_rel_error_mean"]) == pytest.approx(0.01)
+    assert float(rows["none"]["re_true"]) == 100.0
+    assert "re_true = 100" in text
+
+
+def test_numeric_choices_sort_by_value_and_several_keys_vary(tmp_path):
+    for width in (8, 16, 128):
+        for surgery in ("pcgrad", "none"):
+            make_run(tmp_path, [f"model.width={width}", f"surgery={surgery}", "seed=0"], ok(0.1))
+    summary.summarize(tmp_path, plots=False)
+    rows = read_csv(tmp_path / "summary.csv")
+    assert [(r["model.width"], r["surgery"]) for r in rows] == [
+        ("8", "none"),
+        ("8", "pcgrad"),
+        ("16", "none"),
+        ("16", "pcgrad"),
+        ("128", "none"),
+        ("128", "pcgrad"),
+    ]
+
+
+def test_exclude_keys_come_from_the_runs_hydra_config(tmp_path):
+    # `tag` is excluded from the folder name in this sweep, so it does not split configurations.
+    for seed in range(2):
+        make_run(tmp_path, [f"seed={seed}", f"tag=t{seed}"], ok(0.1), exclude=["seed", "tag"])
+    groups = summary.group_runs(summary.find_runs(tmp_path))
+    assert len(groups) == 1 and len(groups[0].runs) == 2
+    # without hydra.yaml the defaults of conf/config.yaml apply, and `tag` does split
+    other = tmp_path / "other"
+    for seed in range(2):
+        make_run(other, [f"seed={seed}", f"tag=t{seed}"], ok(0.1), exclude=None)
+    assert len(summary.group_runs(summary.find_runs(other))) == 2
+
+
+def test_override_prefixes_and_seed_from_config(tmp_path):
+    assert summary.parse_overrides(["+experiment=a", "~x", "++b.c=1=2"]) == {
+        "experiment": "a",
+        "x": "",
+        "b.c": "1=2",
+    }
+    run = make_run(tmp_path, ["balancer=ema"], ok(0.1), folder="single")
+    (run / ".hydra" / "config.yaml").write_text("seed: 7\nsteps: 10\n")
+    (loaded,) = summary.find_runs(tmp_path)
+    assert loaded.seed == 7 and loaded.config_key == (("balancer", "ema"),)
+
+
+def test_hidden_folders_are_skipped_and_an_empty_sweep_is_an_error(tmp_path, capsys):
+    make_run(tmp_path, ["seed=0"], ok(0.1), folder=".submitit/123")
+    with pytest.raises(FileNotFoundError):
+        summary.summarize(tmp_path)
+    assert summarize_script.main([str(tmp_path)]) == 1
+    assert "no run folders" in capsys.readouterr().err
+
+
+def test_plots_from_tensorboard_events(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    curves = {}
+    for balancer in ("none", "ema"):
+        for seed in range(2):
+            run = make_run(
+                tmp_path,
+                [f"balancer={balancer}", f"seed={seed}"],
+                ok(0.1 + seed, re_true=100.0, re_pred=100.0 + seed, re_rel_error=seed / 100),
+            )
+            writer = SummaryWriter(str(run))
+            for step in (10, 20, 30):
+                writer.add_scalar("eval/rel_l2", 1.0 / step + seed, step)
+                writer.add_scalar("unknown/re", 50.0 + step + seed, step)
+                writer.add_scalar("loss/pde", 1.0, step)
+            writer.add_scalar("eval/rel_l2", 7.0, 30)  # logged twice (resume): the last wins
+            writer.close()
+            curves[(balancer, seed)] = run
+    scalars = summary.load_scalars(curves[("ema", 1)])
+    assert set(scalars) == {"eval/rel_l2", "unknown/re"}
+    assert scalars["eval/rel_l2"] == ([10, 20, 30], pytest.approx([1.1, 1.05, 7.0]))
+
+    text = summary.summarize(tmp_path)
+    for name in ("error_vs_step.png", "final_error.png", "unknown_re.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+        assert f"({name})" in text
+
+    (group,) = [g for g in summary.group_runs(summary.find_runs(tmp_path)) if g.key[0][1] == "ema"]
+    steps, mean, lo, hi = summary._seed_curves(
+        group, {r.path: summary.load_scalars(r.path) for r in group.runs}, "unknown/re"
+    )
+    assert steps == [10, 20, 30]
+    assert mean == pytest.approx([60.5, 70.5, 80.5]) and lo == [60, 70, 80] and hi == [61, 71, 81]
+
+
+def test_mean_std_ignores_non_finite():
+    mean, std = summary.mean_std([1.0, 3.0, float("nan"), None])
+    assert (mean, std) == (2.0, pytest.approx(math.sqrt(2)))
+    assert all(math.isnan(x) for x in summary.mean_std([]))

@@ -1,0 +1,301 @@
+"""Real multiruns (basic, submitit_local and joblib launchers) summarized by scripts/summarize.py,
+and the sweep presets and launcher configs composed the way Hydra composes them."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from pinn_exp import summary
+from pinn_exp.config import validate
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+# A run of a few seconds; one thread per run, idle threads sleep (2 shared cores).
+TINY = [
+    "steps=3",
+    "model.width=8",
+    "model.depth=2",
+    "sampler.n_points=32",
+    "eval_every=3",
+    "log_every=1",
+    "progress=false",
+]
+ENV = os.environ | {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def multirun(sweep_dir: Path, data_dir: Path, *overrides: str, timeout: float = 240) -> None:
+    cmd = [sys.executable, "train.py", "-m", *overrides, *TINY]
+    cmd += [f"data_dir={data_dir}", f"hydra.sweep.dir={sweep_dir}"]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def run_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in sweep_dir.glob("cfg_*/seed=*/.hydra"))
+
+
+def overrides_of(run: Path) -> dict[str, str]:
+    lines = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+    return dict(line.split("=", 1) for line in lines)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+
+
+# --- real sweeps -------------------------------------------------------------------------------
+def test_multirun_then_summarize(tmp_path, data_dir):
+    sweep = tmp_path / "sweep"
+    multirun(sweep, data_dir, "balancer=none,ema", "seed=0,1")
+    runs = run_dirs(sweep)
+    assert len(runs) == 4
+
+    proc = subprocess.run(
+        [sys.executable, "scripts/summarize.py", str(sweep)],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout == (sweep / "summary.md").read_text() + "\n"
+
+    # expected numbers, recomputed from the runs' own files
+    by_balancer: dict[str, list[dict]] = {}
+    for run in runs:
+        metrics = json.loads((run / "metrics.json").read_text())
+        by_balancer.setdefault(overrides_of(run)["balancer"], []).append(metrics)
+    rows = read_csv(sweep / "summary.csv")
+    assert sorted(r["balancer"] for r in rows) == ["ema", "none"]
+    for row in rows:
+        metrics = by_balancer[row["balancer"]]
+        errors = [m["rel_l2"] for m in metrics]
+        assert (row["n"], row["diverged"], row["failed"], row["seeds"]) == ("2", "0", "0", "0 1")
+        assert float(row["rel_l2_mean"]) == pytest.approx(statistics.fmean(errors), rel=1e-12)
+        assert float(row["rel_l2_std"]) == pytest.approx(statistics.stdev(errors), rel=1e-12)
+        assert float(row["step_time_ms_median"]) == pytest.approx(
+            statistics.median(m["step_time_ms"] for m in metrics)
+        )
+        assert row["folder"].startswith(f"cfg_balancer={row['balancer']},")
+    md = table_rows(proc.stdout)
+    assert len(md) == 2 and {r[0] for r in md} == {"ema", "none"}
+    assert all(r[2:5] == ["2", "0", "0"] for r in md)
+    for name in ("error_vs_step.png", "final_error.png"):
+        assert (sweep / name).stat().st_size > 1000
+
+    # a diverged run and a crashed one (no metrics.json) are counted and do not break anything
+    ema = [r for r in runs if overrides_of(r)["balancer"] == "ema"]
+    none = [r for r in runs if overrides_of(r)["balancer"] == "none"]
+    metrics = json.loads((ema[0] / "metrics.json").read_text())
+    metrics["status"] = "diverged"
+    (ema[0] / "metrics.json").write_text(json.dumps(metrics))
+    (none[1] / "metrics.json").unlink()
+    text = summary.summarize(sweep)
+    rows = {r["balancer"]: r for r in read_csv(sweep / "summary.csv")}
+    assert (rows["ema"]["n"], rows["ema"]["diverged"], rows["ema"]["failed"]) == ("1", "1", "0")
+    assert (rows["none"]["n"], rows["none"]["diverged"], rows["none"]["failed"]) == ("1", "0", "1")
+    kept = json.loads((ema[1] / "metrics.json").read_text())["rel_l2"]
+    assert float(rows["ema"]["rel_l2_mean"]) == pytest.approx(kept, rel=1e-12)
+    assert {r[0]: r[2:5] for r in table_rows(text)} == {
+        "ema": ["1", "1", "0"],
+        "none": ["1", "0", "1"],
+    }
+
+
+def _one_config_two_seeds(sweep: Path) -> None:
+    runs = run_dirs(sweep)
+    assert len(runs) == 2
+    assert all((r / "metrics.json").is_file() for r in runs)
+    summary.summarize(sweep, plots=False)
+    (row,) = read_csv(sweep / "summary.csv")
+    assert (row["n"], row["diverged"], row["failed"], row["seeds"]) == ("2", "0", "0", "0 1")
+
+
+def test_submitit_local_launcher(tmp_path, data_dir):
+    sweep = tmp_path / "sweep"
+    multirun(
+        sweep,
+        data_dir,
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=3",
+        "seed=0,1",
+        timeout=200,
+    )
+    _one_config_two_seeds(sweep)
+    assert list((sweep / ".submitit").glob("*/*_result.pkl"))  # ran through submitit
+
+
+@pytest.mark.slow
+def test_local_parallel_launcher(tmp_path, data_dir):
+    sweep = tmp_path / "sweep"
+    multirun(sweep, data_dir, "hydra/launcher=local_parallel", "seed=0,1", timeout=200)
+    _one_config_two_seeds(sweep)
+
+
+# --- presets and launcher configs --------------------------------------------------------------
+def compose_hydra(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+
+
+def sweep_jobs(cfg, *arguments: str) -> list[list[str]]:
+    """The job override lists Hydra's basic sweeper makes from ``hydra.sweeper.params`` and the
+    command line's ``arguments`` (as in ``BasicSweeper.sweep``)."""
+    params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()] + list(arguments)
+    overrides = OverridesParser.create().parse_overrides(params)
+    (batch,) = BasicSweeper.split_arguments(overrides, None)
+    return batch
+
+
+STUDIES = {
+    "ablation_allen_cahn_cpu": ("allen_cahn", ["balancer", "surgery", "sampler"], 24),
+    "ablation_allen_cahn_gpu": ("allen_cahn", ["balancer", "surgery", "sampler"], 24),
+    "ablation_ns_inverse_cpu": (
+        "navier_stokes_inverse",
+        ["balancer", "surgery", "sampler", "anchor"],
+        48,
+    ),
+    "ablation_ns_inverse_gpu": (
+        "navier_stokes_inverse",
+        ["balancer", "surgery", "sampler", "anchor"],
+        48,
+    ),
+}
+CHOICES = {
+    "balancer": ["none", "ema"],
+    "surgery": ["none", "pcgrad"],
+    "sampler": ["uniform", "rar"],
+    "anchor": ["none", "softplus"],
+}
+
+
+@pytest.mark.parametrize("preset", list(STUDIES))
+def test_presets_compose_to_the_study_grid(preset):
+    pde, groups, n_jobs = STUDIES[preset]
+    if not (CONF_DIR / "pde" / f"{pde}.yaml").is_file():
+        pytest.skip(f"conf/pde/{pde}.yaml does not exist yet")
+    cfg = compose_hydra(f"experiment={preset}")
+    params = cfg.hydra.sweeper.params
+    assert list(params) == [*groups, "seed"]
+    assert params.seed == "0,1,2"
+    jobs = sweep_jobs(cfg)
+    assert len(jobs) == n_jobs
+    expected = itertools.product(*(CHOICES[g] for g in groups), [0, 1, 2])
+    assert {tuple(job) for job in jobs} == {
+        (*(f"{g}={c}" for g, c in zip(groups, combo)), f"seed={combo[-1]}") for combo in expected
+    }
+    assert preset in cfg.hydra.sweep.dir
+    assert cfg.device == ("cuda" if preset.endswith("_gpu") else "cpu")
+    if pde == "navier_stokes_inverse":
+        assert "NavierStokes" in cfg.pde._target_ and cfg.noise.level == 0.1
+        assert "Gaussian" in cfg.noise._target_
+    # the grid's first and last jobs compose and pass the run-level checks
+    for job in (jobs[0], jobs[-1]):
+        validate(compose_hydra(f"experiment={preset}", *job))
+
+
+def test_cpu_preset_size():
+    """The 2-core preset is the documented size (3000 steps, width 32, 1000 points); the GPU one
+    is the full size."""
+    cpu = compose_hydra("experiment=ablation_allen_cahn_cpu", "sampler=rar")
+    assert (cpu.steps, cpu.model.width, cpu.model.depth, cpu.sampler.n_points) == (
+        3000,
+        32,
+        4,
+        1000,
+    )
+    assert cpu.sampler._target_.endswith("RARSampler") and cpu.sampler.interval == 250
+    gpu = compose_hydra("experiment=ablation_allen_cahn_gpu")
+    assert (gpu.steps, gpu.model.width) == (20000, 128)
+
+
+def test_command_line_overrides_narrow_a_preset_sweep():
+    # `python train.py -m experiment=ablation_allen_cahn_cpu seed=0 sampler=rar`: 4 runs
+    cfg = compose_hydra("experiment=ablation_allen_cahn_cpu")
+    jobs = sweep_jobs(cfg, "seed=0", "sampler=rar")
+    assert len(jobs) == 4 and all("seed=0" in j and "sampler=rar" in j for j in jobs)
+
+
+def test_local_parallel_launcher_config():
+    launcher = compose_hydra("hydra/launcher=local_parallel").hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    assert (launcher.n_jobs, launcher.backend, launcher.prefer) == (2, "loky", "processes")
+    assert (
+        compose_hydra(
+            "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=8"
+        ).hydra.launcher.n_jobs
+        == 8
+    )
+
+
+def test_slurm_launcher_makes_an_sbatch_script(tmp_path, monkeypatch):
+    """The slurm preset instantiates and submitit turns it into a valid sbatch file (no cluster
+    here: a stub srun on PATH satisfies submitit's check; nothing is submitted)."""
+    import submitit
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    cfg = compose_hydra(
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=gpu",
+        "hydra.launcher.cpus_per_task=6",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    launcher_cfg = cfg.hydra.launcher
+    assert launcher_cfg._target_.endswith("submitit_launcher.SlurmLauncher")
+    for key in ("partition", "timeout_min", "gpus_per_node", "cpus_per_task", "mem_gb", "nodes"):
+        assert key in launcher_cfg
+    assert launcher_cfg.tasks_per_node == 1
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)  # restored after the test
+    HydraConfig.instance().set_config(cfg)
+    launcher = instantiate(launcher_cfg)
+
+    srun = tmp_path / "bin" / "srun"
+    srun.parent.mkdir()
+    srun.write_text("#!/bin/sh\nexit 0\n")
+    srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{srun.parent}{os.pathsep}{os.environ['PATH']}")
+    # the same parameter mapping as BaseSubmititLauncher.launch
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    params = {
+        (k if k in base else f"slurm_{k}"): v
+        for k, v in launcher.params.items()
+        if k not in ("submitit_folder", "max_num_timeout")
+    }
+    executor = submitit.AutoExecutor(cluster="slurm", folder=tmp_path / "submitit")
+    executor.update_parameters(**params)
+    text = executor._executor._make_submission_file_text("python -c pass", "uid")
+    for line in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --cpus-per-task=6",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --mem=32GB",
+        "#SBATCH --time=240",
+        "export OMP_NUM_THREADS=6",
+    ):
+        assert line in text
