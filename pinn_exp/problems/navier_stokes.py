@@ -1,0 +1,352 @@
+"""Steady incompressible Navier-Stokes flow past a cylinder: the DFG 2D channel of Schaefer &
+Turek (1996, "Benchmark computations of laminar flow around a cylinder", Notes Numer. Fluid
+Mech. 52:547-566); the reference is the Taylor-Hood finite-element solution of
+:mod:`pinn_exp.reference.navier_stokes`."""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.tri import Triangulation  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+
+from pinn_exp.derivatives import nested_autograd, supports_stacked  # noqa: E402
+from pinn_exp.derivatives import value_and_derivatives as stacked_derivatives  # noqa: E402
+from pinn_exp.problems.base import Evaluation, Problem, rel_l2  # noqa: E402
+from pinn_exp.reference.mesh import CYLINDER_CENTER, CYLINDER_RADIUS, HEIGHT  # noqa: E402
+from pinn_exp.reference.navier_stokes import load_or_build_navier_stokes  # noqa: E402
+
+DIAMETER = 2 * CYLINDER_RADIUS  # the length scale of Re and of the non-dimensional variables
+BoundaryData = Callable[[Tensor], Tensor]  # non-dimensional points (n, 2) -> values (n, 2)
+
+
+def _positive_float(name: str, value: object, minimum: float = 0.0) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not (ok and value > minimum):
+        raise ValueError(f"pde.{name} must be a finite number > {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"pde.{name} must be a positive integer, got {value!r}")
+    return value
+
+
+class NavierStokes(Problem):
+    """Forward problem: ``(u.grad)u + grad p - (1/Re) lap u = 0``, ``div u = 0``.
+
+    Points are dimensional ``(x, y)`` in the channel ``[0, L] x [0, H]`` (H = 0.41) minus the
+    cylinder of diameter D = 0.1 at (0.2, 0.2). Inside, everything is non-dimensional
+    (``x* = x / D``, ``u* = u / U_mean``, ``p* = p / (rho U_mean^2)``, ``U_mean = 2 U_m / 3``), so
+    the only parameter is ``Re = U_mean D / nu`` and the network's outputs ``(u*, v*, p*)`` are
+    O(1); its inputs are ``(2x/L - 1, 2y/H - 1)``.
+
+    Terms: ``momentum_x``, ``momentum_y``, ``continuity`` (mean squared residuals at the
+    collocation points); ``inlet`` (parabolic ``u* = 6 y (H - y) / H^2``, ``v* = 0``),
+    ``walls`` and ``cylinder`` (no slip), each the mean squared velocity error; ``outlet``, the
+    do-nothing condition ``(1/Re) du*/dx* - p* = 0``, ``dv*/dx* = 0`` at x = L (its second
+    component divided by nu, which is equivalent and keeps it O(1)). Boundary points are drawn
+    once from the generator.
+
+    Derivatives come from stacked forward-mode streams (:mod:`pinn_exp.derivatives`) for SIREN
+    and MLP (``derivatives="stacked"``, optionally ``compile``-d), or from nested autograd
+    (``"autograd"``, the reference, and the fallback for other models).
+
+    ``dirichlet_velocity`` and ``outlet_data`` replace the boundary data (non-dimensional
+    points -> non-dimensional ``(u, v)`` on inlet, walls and cylinder, and targets of
+    ``(u_x/Re - p, v_x)`` at the outlet); they exist to test the residuals on exact solutions.
+    The reference is solved (or read from ``data_dir``) only when first needed; ``refinement``
+    is its mesh level (see :func:`pinn_exp.reference.navier_stokes.solve_navier_stokes`).
+    """
+
+    fields = ("u", "v", "p")
+    residual_terms = ("momentum_x", "momentum_y", "continuity")
+    point_labels = ("x", "y")
+    out_dim = 3
+    n_features = 2
+
+    def __init__(
+        self,
+        generator: torch.Generator,
+        data_dir: str | Path,
+        re: float = 100.0,
+        u_max: float = 1.5,
+        length: float = 2.2,
+        n_inlet: int = 64,
+        n_wall: int = 128,
+        n_cylinder: int = 64,
+        n_outlet: int = 64,
+        refinement: int = 4,
+        derivatives: str = "stacked",
+        compile: bool = False,
+        dirichlet_velocity: BoundaryData | None = None,
+        outlet_data: BoundaryData | None = None,
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device = "cpu",
+    ):
+        super().__init__()
+        self.re = _positive_float("re", re)
+        self.u_max = _positive_float("u_max", u_max)
+        # The reference solver needs some channel behind the cylinder (x >= 0.5).
+        self.length = _positive_float("length", length, minimum=0.5 - 1e-12)
+        counts = dict(n_inlet=n_inlet, n_wall=n_wall, n_cylinder=n_cylinder, n_outlet=n_outlet)
+        for name, value in counts.items():
+            _positive_int(name, value)
+        if n_wall < 2:
+            raise ValueError(f"pde.n_wall must be >= 2 (both walls), got {n_wall!r}")
+        if isinstance(refinement, bool) or not isinstance(refinement, int):
+            raise ValueError(f"pde.refinement must be an integer in [1, 64], got {refinement!r}")
+        if not 1 <= refinement <= 64:
+            raise ValueError(f"pde.refinement must be an integer in [1, 64], got {refinement!r}")
+        if derivatives not in ("stacked", "autograd"):
+            raise ValueError(
+                f"pde.derivatives must be 'stacked' or 'autograd', got {derivatives!r}"
+            )
+        if not isinstance(compile, bool):
+            raise ValueError(f"pde.compile must be true or false, got {compile!r}")
+        self.refinement, self.derivatives, self.compile = refinement, derivatives, compile
+        self.data_dir = Path(data_dir)
+        self.dtype, self.device = dtype, torch.device(device)
+        self.u_mean = 2.0 * self.u_max / 3.0
+        # Non-dimensional channel size, and d features / d x* for the feature map below.
+        self.size_nd = (self.length / DIAMETER, HEIGHT / DIAMETER)
+        self.jac = torch.tensor([2 / self.size_nd[0], 2 / self.size_nd[1]], dtype=dtype)
+        self.jac = self.jac.to(self.device)
+        self._compiled = None
+
+        # Fixed boundary points (dimensional), drawn once from the run's generator.
+        def uniform(n: int) -> Tensor:
+            return torch.rand(n, generator=generator, dtype=dtype)
+
+        y_in, y_out = HEIGHT * uniform(n_inlet), HEIGHT * uniform(n_outlet)
+        x_wall = self.length * uniform(n_wall)
+        bottom = torch.zeros(n_wall // 2, dtype=dtype)
+        y_wall = torch.cat([bottom, torch.full((n_wall - n_wall // 2,), HEIGHT, dtype=dtype)])
+        theta = 2 * math.pi * uniform(n_cylinder)
+        cx, cy = CYLINDER_CENTER
+        boundary = {
+            "inlet": torch.stack([torch.zeros_like(y_in), y_in], 1),
+            "walls": torch.stack([x_wall, y_wall], 1),
+            "cylinder": torch.stack(
+                [cx + CYLINDER_RADIUS * torch.cos(theta), cy + CYLINDER_RADIUS * torch.sin(theta)],
+                1,
+            ),
+            "outlet": torch.stack([torch.full_like(y_out, self.length), y_out], 1),
+        }
+        self.boundary = {k: v.to(self.device) for k, v in boundary.items()}
+        self.boundary_targets = {}
+        for name in ("inlet", "walls", "cylinder"):
+            pts = self.boundary[name] / DIAMETER
+            if dirichlet_velocity is not None:
+                target = dirichlet_velocity(pts)
+            elif name == "inlet":
+                s = pts[:, 1] / self.size_nd[1]
+                target = torch.stack([6 * s * (1 - s), torch.zeros_like(s)], 1)
+            else:
+                target = torch.zeros_like(pts)
+            self.boundary_targets[name] = target.to(dtype=dtype, device=self.device)
+        pts = self.boundary["outlet"] / DIAMETER
+        target = torch.zeros_like(pts) if outlet_data is None else outlet_data(pts)
+        self.boundary_targets["outlet"] = target.to(dtype=dtype, device=self.device)
+
+    # --- reference (lazy: the FE solve is only needed for evaluation) ----------------------
+    @property
+    def reference_path(self) -> Path:
+        return self.data_dir / (
+            f"navier_stokes_re{self.re:g}_um{self.u_max:g}_L{self.length:g}_r{self.refinement}.h5"
+        )
+
+    @cached_property
+    def reference(self):
+        return load_or_build_navier_stokes(
+            self.reference_path,
+            re=self.re,
+            u_max=self.u_max,
+            length=self.length,
+            refinement=self.refinement,
+            log=lambda line: print(line, file=sys.stderr),
+        )
+
+    # --- points and features ------------------------------------------------------------------
+    def features(self, x: Tensor) -> Tensor:
+        return torch.stack([2 * x[:, 0] / self.length - 1, 2 * x[:, 1] / HEIGHT - 1], 1)
+
+    def sample_domain(self, n: int, generator: torch.Generator) -> Tensor:
+        return self._fluid_points(n, generator, (0.0, self.length), (0.0, HEIGHT))
+
+    def _fluid_points(
+        self,
+        n: int,
+        generator: torch.Generator,
+        x_range: tuple[float, float],
+        y_range: tuple[float, float],
+        margin: float = 0.0,
+    ) -> Tensor:
+        """n uniform points in a box, minus the closed cylinder (grown by ``margin``), by
+        rejection: every draw comes from ``generator``."""
+        lo = torch.tensor([x_range[0], y_range[0]], dtype=self.dtype)
+        span = torch.tensor([x_range[1] - x_range[0], y_range[1] - y_range[0]], dtype=self.dtype)
+        centre = torch.tensor(CYLINDER_CENTER, dtype=self.dtype)
+        kept, count = [torch.empty(0, 2, dtype=self.dtype)], 0
+        while count < n:
+            # ~1 % of the channel is cylinder: one batch with a small surplus nearly always
+            # suffices.
+            pts = lo + span * torch.rand(n + n // 8 + 16, 2, generator=generator, dtype=self.dtype)
+            pts = pts[(pts - centre).norm(dim=1) > CYLINDER_RADIUS + margin]
+            kept.append(pts)
+            count += len(pts)
+        return torch.cat(kept)[:n].to(self.device)
+
+    # --- derivatives and residuals --------------------------------------------------------
+    def inv_re(self) -> Tensor | float:
+        """1/Re in the residual; the inverse problem returns its current estimate."""
+        return 1.0 / self.re
+
+    def outputs_and_derivatives(
+        self, model: nn.Module, x: Tensor, order: int = 2
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(u*, v*, p*)`` (n, 3), their x*- and y*-derivatives (n, 2, 3) and pure second
+        derivatives (n, 2, 3) (None for ``order=1``) at dimensional points ``x``."""
+        f, jac = self.features(x), self.jac.to(x)
+        if self.derivatives == "stacked" and supports_stacked(model):
+            if not self.compile:
+                return stacked_derivatives(model, f, jac, order)
+            if self._compiled is None:
+                # Built on first use: compiling costs about a minute and is not always wanted.
+                self._compiled = torch.compile(stacked_derivatives)
+            return self._compiled(model, f, jac, order)
+        if self.derivatives == "stacked":
+            warnings.warn(
+                f"pde.derivatives='stacked' supports SIREN and MLP, not {type(model).__name__}; "
+                f"using nested autograd",
+                stacklevel=2,
+            )
+        # p's second derivatives do not enter the residual: skip their two backward passes.
+        return nested_autograd(model, f, jac, order, second=(0, 1))
+
+    def residual_components(
+        self, model: nn.Module, x: Tensor, inv_re: Tensor | float | None = None
+    ) -> Tensor:
+        """Signed non-dimensional residuals (momentum x, momentum y, continuity), (n, 3)."""
+        inv_re = self.inv_re() if inv_re is None else inv_re
+        y, dy, d2y = self.outputs_and_derivatives(model, x)
+        u, v = y[:, 0], y[:, 1]
+        (u_x, v_x, p_x), (u_y, v_y, p_y) = dy[:, 0].unbind(1), dy[:, 1].unbind(1)
+        lap_u = d2y[:, 0, 0] + d2y[:, 1, 0]
+        lap_v = d2y[:, 0, 1] + d2y[:, 1, 1]
+        momentum_x = u * u_x + v * u_y + p_x - inv_re * lap_u
+        momentum_y = u * v_x + v * v_y + p_y - inv_re * lap_v
+        return torch.stack([momentum_x, momentum_y, u_x + v_y], 1)
+
+    def boundary_losses(self, model: nn.Module) -> dict[str, Tensor]:
+        """Inlet, wall and cylinder velocity errors and the do-nothing outlet residual."""
+        terms = {}
+        for name in ("inlet", "walls", "cylinder"):
+            uv = model(self.features(self.boundary[name]))[:, :2]
+            terms[name] = ((uv - self.boundary_targets[name]) ** 2).sum(1).mean()
+        y, dy, _ = self.outputs_and_derivatives(model, self.boundary["outlet"], order=1)
+        traction = torch.stack([self.inv_re() * dy[:, 0, 0] - y[:, 2], dy[:, 0, 1]], 1)
+        terms["outlet"] = ((traction - self.boundary_targets["outlet"]) ** 2).sum(1).mean()
+        return terms
+
+    def losses(self, model: nn.Module, x: Tensor) -> dict[str, Tensor]:
+        r = self.residual_components(model, x)
+        terms = {name: (r[:, i] ** 2).mean() for i, name in enumerate(self.residual_terms)}
+        return terms | self.boundary_losses(model)
+
+    def pointwise_residual(self, model: nn.Module, x: Tensor) -> Tensor:
+        # The stacked path is a plain forward pass: no graph is needed to rank points.
+        with torch.no_grad() if self.derivatives == "stacked" else torch.enable_grad():
+            return self.residual_components(model, x).norm(dim=1).detach()
+
+    # --- evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, model: nn.Module, x: Tensor, chunk: int = 32768) -> Tensor:
+        """Dimensional ``(u, v, p)`` (n, 3) at dimensional points ``x``."""
+        y = torch.cat([model(self.features(part)) for part in x.split(chunk)])
+        scale = torch.tensor([self.u_mean, self.u_mean, self.u_mean**2]).to(y)
+        return y * scale
+
+    def evaluate(self, model: nn.Module) -> Evaluation:
+        """Relative L2 errors on the reference's evaluation grid (dimensional units).
+
+        ``rel_l2`` is the error of the speed ``|(u, v)|``; ``rel_l2_velocity`` that of the
+        velocity vector. The do-nothing outlet fixes the pressure level, so ``rel_l2_p``
+        compares p directly (a PINN with the right shape but the wrong level is penalised);
+        ``rel_l2_p_mean_free`` subtracts each field's mean first, as usual where p is only
+        defined up to a constant (Raissi et al. 2019, J. Comput. Phys. 378:686-707).
+        """
+        ref = self.reference
+        pts = torch.tensor(ref.eval_points, dtype=self.dtype, device=self.device)
+        pred = self.predict(model, pts).cpu().numpy()
+        true = np.asarray(ref.eval_values)
+        metrics = {"rel_l2": rel_l2(np.hypot(*pred[:, :2].T), np.hypot(*true[:, :2].T))}
+        metrics |= {f"rel_l2_{f}": rel_l2(pred[:, i], true[:, i]) for i, f in enumerate("uvp")}
+        metrics["rel_l2_velocity"] = rel_l2(pred[:, :2], true[:, :2])
+        p, p_ref = pred[:, 2], true[:, 2]
+        metrics["rel_l2_p_mean_free"] = rel_l2(p - p.mean(), p_ref - p_ref.mean())
+        return Evaluation(
+            metrics=metrics,
+            coords=np.asarray(ref.eval_points),
+            prediction={f: pred[:, i] for i, f in enumerate(self.fields)},
+            reference={f: true[:, i].copy() for i, f in enumerate(self.fields)},
+        )
+
+    def figure(self, evaluation: Evaluation):
+        return scattered_figure(evaluation, self.fields)
+
+    def to(self, device: torch.device) -> NavierStokes:
+        self.device = torch.device(device)
+        self.jac = self.jac.to(self.device)
+        self.boundary = {k: v.to(self.device) for k, v in self.boundary.items()}
+        self.boundary_targets = {k: v.to(self.device) for k, v in self.boundary_targets.items()}
+        self.unknowns.to(self.device)
+        return self
+
+
+def scattered_figure(evaluation: Evaluation, fields: tuple[str, ...]):
+    """Prediction, reference and |error| of each field on the scattered evaluation points
+    (filled contours of their Delaunay triangulation, cylinder masked and drawn)."""
+    xy = evaluation.coords
+    tri = Triangulation(xy[:, 0], xy[:, 1])
+    centroids = xy[tri.triangles].mean(axis=1)
+    tri.set_mask(np.hypot(*(centroids - np.array(CYLINDER_CENTER)).T) < CYLINDER_RADIUS)
+    # A fixed layout and few ticks: constrained layout and tick text made this figure cost
+    # seconds per evaluation.
+    fig, axes = plt.subplots(
+        len(fields), 3, figsize=(16, 1.8 * len(fields)), sharex=True, sharey=True, squeeze=False
+    )
+    fig.subplots_adjust(left=0.04, right=0.97, bottom=0.1, top=0.93, wspace=0.08, hspace=0.35)
+    for row, name in zip(axes, fields):
+        pred, ref = evaluation.prediction[name], evaluation.reference[name]
+        lo, hi = min(pred.min(), ref.min()), max(pred.max(), ref.max())
+        levels = np.linspace(lo, hi if hi > lo else lo + 1e-12, 21)
+        panels = [
+            (pred, f"PINN {name}", levels, "RdBu_r"),
+            (ref, f"reference {name}", levels, "RdBu_r"),
+            (np.abs(pred - ref), f"|error| {name}", 21, "viridis"),
+        ]
+        for ax, (data, title, lv, cmap) in zip(row, panels):
+            im = ax.tricontourf(tri, data, levels=lv, cmap=cmap)
+            ax.add_patch(plt.Circle(CYLINDER_CENTER, CYLINDER_RADIUS, fc="white", ec="black"))
+            ax.set_title(title, fontsize=9)
+            ax.set_aspect("equal")
+            fig.colorbar(im, ax=ax, shrink=0.9, pad=0.01, ticks=MaxNLocator(3))
+    for ax in axes[-1]:
+        ax.set_xlabel("x")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("y")
+    return fig
