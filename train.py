@@ -15,15 +15,22 @@ from pinn_exp.config import ConfigError
 from pinn_exp.run import train
 
 
+def _is_bad_input(err: Exception) -> bool:
+    """A rejected config value: ours, or a constructor's ValueError that Hydra wrapped."""
+    if isinstance(err, ConfigError):
+        return True
+    return isinstance(err, InstantiationException) and isinstance(err.__cause__, ValueError)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     try:
         metrics = train(cfg)
-    except (ConfigError, InstantiationException) as err:
-        # One line naming the key and what is allowed, and a non-zero exit.
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     except Exception as err:
+        if _is_bad_input(err):
+            # One line naming the key and what is allowed, and a non-zero exit.
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise
         # In a sweep one crashing job must not stop the others: record it and go on.

@@ -111,7 +111,13 @@ def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize(
     ("override", "needle"),
-    [("steps=-1", "steps"), ("balancer=nonsense", "balancer"), ("device=tpu", "device")],
+    [
+        ("steps=-1", "steps"),
+        ("balancer=nonsense", "balancer"),
+        ("device=tpu", "device"),
+        ("noise.level=-0.1", "noise.level"),
+        ("pde.d=-1", "pde.d"),
+    ],
 )
 def test_cli_rejects_bad_input_with_key_named(tmp_path, override, needle):
     result = _run_cli(override, f"hydra.run.dir={tmp_path}", cwd=tmp_path)
