@@ -4,7 +4,10 @@ and logging excluded) and its ratio to the plain step, measured in one run.
 Rounds interleave the configurations, so that a load change on this shared machine hits all of
 them alike; the table reports the median over rounds.
 
-    OMP_WAIT_POLICY=PASSIVE python scripts/bench_step.py --pde allen_cahn --steps 200 --rounds 3
+    OMP_WAIT_POLICY=PASSIVE python scripts/bench_step.py --pde allen_cahn --steps 500 --rounds 3
+
+Sampler updates happen at the config's interval (250 by default); pass e.g. `sampler.interval=100`
+as an extra override to change it.
 """
 
 from __future__ import annotations
@@ -21,22 +24,23 @@ from hydra import compose, initialize_config_dir
 from pinn_exp.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
+PLAIN = ["balancer=none", "surgery=none", "sampler=uniform"]
+# Each configuration changes one module of the plain PINN (later overrides win).
 CONFIGS = {
-    "plain": [],
-    "ema": ["balancer=ema"],
-    "pcgrad+gtn": ["surgery=pcgrad"],
-    "rar": ["sampler=rar"],
+    "plain": PLAIN,
+    "ema": [*PLAIN, "balancer=ema"],
+    "pcgrad+gtn": [*PLAIN, "surgery=pcgrad"],
+    "rar": [*PLAIN, "sampler=rar"],
     "ema+pcgrad+gtn+rar (full)": ["balancer=ema", "surgery=pcgrad", "sampler=rar"],
-    "upgrad": ["surgery=upgrad"],
+    "upgrad": [*PLAIN, "surgery=upgrad"],
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pde", default="allen_cahn")
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--interval", type=int, default=100, help="RAR refinement interval")
     parser.add_argument("--data-dir", default=str(ROOT / "data"))
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every config")
     args = parser.parse_args()
@@ -59,11 +63,6 @@ def main() -> None:
                             f"data_dir={args.data_dir}",
                             f"output_dir={tmp}/{r}_{len(times[name])}_{abs(hash(name))}",
                             *extra,
-                            *(
-                                ["sampler.interval=" + str(args.interval)]
-                                if "sampler=rar" in extra
-                                else []
-                            ),
                             *args.overrides,
                         ],
                     )
@@ -74,7 +73,7 @@ def main() -> None:
         f"pde={args.pde}, {args.steps} steps x {args.rounds} rounds, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
     )
-    print(f"overrides: {' '.join(args.overrides) or '(defaults)'}; RAR interval {args.interval}")
+    print(f"overrides: {' '.join(args.overrides) or '(defaults)'}")
     print("| configuration | step time (ms, median of rounds) | ratio to plain |")
     print("|---|---|---|")
     for name, values in times.items():
