@@ -15,7 +15,6 @@ no dealiasing. The solution is cached in HDF5 by :func:`load_or_build_allen_cahn
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from pinn_exp.reference.cache import read_cached, write_atomic_h5
+from pinn_exp.reference.checks import check_float as _check_float
+from pinn_exp.reference.checks import check_positive_int as _check_positive_int
 
 __all__ = [
     "FORMAT_VERSION",
@@ -97,22 +98,6 @@ def etdrk4_coefficients(
         # Conjugate-symmetric contour: the imaginary parts are pure round-off.
         q, f1, f2, f3 = q.real, f1.real, f2.real, f3.real
     return np.exp(z), np.exp(z / 2), q, f1, f2, f3
-
-
-def _check_positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_float(name: str, value: object, allowed: str, ok: Callable[[float], bool]) -> float:
-    try:
-        as_float = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        as_float = math.nan
-    if isinstance(value, bool) or not math.isfinite(as_float) or not ok(as_float):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return as_float
 
 
 def _validate(

@@ -58,6 +58,7 @@ from skfem import (
 from skfem.helpers import ddot, div, dot, grad, mul
 
 from pinn_exp.reference.cache import read_cached, write_atomic_h5
+from pinn_exp.reference.checks import check_float as _check_float
 from pinn_exp.reference.locate import TriangleLocator, interpolate
 from pinn_exp.reference.mesh import (
     CYLINDER_CENTER,
@@ -273,16 +274,6 @@ class _Discretisation:
 
     def from_nodal(self, u: np.ndarray, v: np.ndarray, p: np.ndarray) -> np.ndarray:
         return np.concatenate([np.stack([u, v], 1).ravel(), p[: self.mesh.nvertices]])
-
-
-def _check_float(name: str, value: object, allowed: str, ok: Callable[[float], bool]) -> float:
-    try:
-        as_float = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        as_float = math.nan
-    if isinstance(value, bool) or not math.isfinite(as_float) or not ok(as_float):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return as_float
 
 
 def _validate(
