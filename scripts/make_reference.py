@@ -4,6 +4,7 @@ Usage::
 
     python scripts/make_reference.py allen_cahn --out data/allen_cahn.h5 [--d 1e-4] [--k 5]
         [--n 512] [--dt 1e-4] [--force]
+    python scripts/make_reference.py navier_stokes --out data/ns.h5 [--re 100] [--refinement 4]
 
 One subcommand per problem; every subcommand gets ``--out`` (default ``data/<problem>.h5``)
 and ``--force``. To add a problem, write an ``add_<problem>_args(parser)`` for its own
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from pinn_exp.reference.allen_cahn import load_or_build_allen_cahn
+from pinn_exp.reference.navier_stokes import drag_lift_dp, load_or_build_navier_stokes
 
 
 def add_allen_cahn_args(parser: argparse.ArgumentParser) -> None:
@@ -53,12 +55,38 @@ def build_allen_cahn(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def add_navier_stokes_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--re", type=float, default=100.0, help="Reynolds number U_mean D / nu")
+    parser.add_argument("--u-max", type=float, default=1.5, help="peak inflow velocity U_m")
+    parser.add_argument("--length", type=float, default=2.2, help="channel length")
+    parser.add_argument("--refinement", type=int, default=4, help="mesh level")
+
+
+def build_navier_stokes(args: argparse.Namespace) -> dict[str, Any]:
+    ref = load_or_build_navier_stokes(
+        args.out,
+        re=args.re,
+        u_max=args.u_max,
+        length=args.length,
+        refinement=args.refinement,
+        force=args.force,
+    )
+    c_d, c_l, dp = drag_lift_dp(ref)
+    return {
+        "nodes, cells": (len(ref.nodes), len(ref.cells)),
+        "evaluation points": len(ref.eval_points),
+        "Re, U_m, nu": (ref.re, ref.u_max, ref.nu),
+        "drag, lift, dp": (c_d, c_l, dp),
+    }
+
+
 # problem name -> (add its arguments, build it and return summary entries)
 PROBLEMS: dict[
     str,
     tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], dict]],
 ] = {
     "allen_cahn": (add_allen_cahn_args, build_allen_cahn),
+    "navier_stokes": (add_navier_stokes_args, build_navier_stokes),
 }
 
 
