@@ -224,7 +224,7 @@ def train(cfg: DictConfig) -> dict:
                 for i in range(len(names)):
                     for j in range(i + 1, len(names)):
                         scalars[f"cosine/{names[i]}__{names[j]}"] = float(cos[i, j])
-                if step % cfg.eval_every == 0 or step == 1:
+                if (step - 1) % cfg.eval_every == 0:  # the log step that starts each eval period
                     logger.figure("grad/cosines", cosine_heatmap(cos, names), step)
             logger.scalars(scalars, step)
             progress.set_postfix(loss=f"{scalars['loss/total']:.3e}", rel_l2=f"{last_rel_l2:.3e}")

@@ -10,6 +10,7 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pinn_exp.run import train
 
@@ -29,6 +30,23 @@ def test_train_writes_output_contract(make_cfg, tmp_path):
     with h5py.File(out / "prediction.h5") as f:
         assert f["prediction/u"].shape == f["reference/u"].shape == (201, 512)
         assert "steps: 6" in f.attrs["config"]
+    events = EventAccumulator(str(out), size_guidance={"images": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    for tag in (
+        "loss/pde",
+        "loss/ic",
+        "weight/pde",
+        "grad_norm/pde",
+        "grad/norm_ratio",
+        "grad/conflict_fraction",
+        "cosine/pde__ic",
+        "lr",
+        "eval/rel_l2",
+    ):
+        assert tag in scalars, tag
+    images = set(events.Tags()["images"])
+    assert {"eval/fields", "eval/collocation", "grad/cosines"} <= images
 
 
 def test_same_seed_same_numbers(make_cfg, tmp_path):
