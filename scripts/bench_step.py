@@ -1,8 +1,8 @@
 """Step-time benchmark: each configuration's mean step time (sampler updates amortised, evaluation
 and logging excluded) and its ratio to the plain step, measured in one run.
 
-Rounds interleave the configurations, so that a load change on this shared machine hits all of
-them alike; the table reports the median over rounds.
+Rounds interleave the configurations, in an order rotated every round, so that a load change on
+this shared machine hits all of them alike; the table reports the median over rounds.
 
     OMP_WAIT_POLICY=PASSIVE python scripts/bench_step.py --pde allen_cahn --steps 500 --rounds 3
 
@@ -47,8 +47,11 @@ def main() -> None:
 
     times: dict[str, list[float]] = {name: [] for name in CONFIGS}
     with tempfile.TemporaryDirectory() as tmp:
+        names = list(CONFIGS)
         for r in range(args.rounds):
-            for name, extra in CONFIGS.items():
+            # Rotate the order every round, so that no configuration always runs first or last.
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                extra = CONFIGS[name]
                 with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
                     cfg = compose(
                         "config",
