@@ -227,7 +227,8 @@ def train(cfg: DictConfig) -> dict:
                 if (step - 1) % cfg.eval_every == 0:  # the log step that starts each eval period
                     logger.figure("grad/cosines", cosine_heatmap(cos, names), step)
             logger.scalars(scalars, step)
-            progress.set_postfix(loss=f"{scalars['loss/total']:.3e}", rel_l2=f"{last_rel_l2:.3e}")
+            shown = "-" if math.isnan(last_rel_l2) else f"{last_rel_l2:.3e}"  # before 1st eval
+            progress.set_postfix(loss=f"{scalars['loss/total']:.3e}", rel_l2=shown)
 
         if step % cfg.eval_every == 0 or step == total_steps:
             evaluation = problem.evaluate(model)
