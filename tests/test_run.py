@@ -157,3 +157,35 @@ def test_cli_runs_a_few_steps(tmp_path, data_dir):
     )
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "cli" / "metrics.json").read_text())["status"] == "completed"
+
+
+def test_crashing_job_does_not_stop_a_multirun(tmp_path, data_dir):
+    """A job that fails at run time records status 'failed'; the next job still runs."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "-m",
+            f"data_dir={blocker / 'sub'},{data_dir}",
+            "steps=3",
+            "eval_every=3",
+            "model.width=8",
+            "model.depth=2",
+            "sampler.n_points=32",
+            "progress=false",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            "hydra.job.config.override_dirname.exclude_keys=[seed]",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    statuses = sorted(
+        json.loads(p.read_text())["status"] for p in (tmp_path / "sweep").rglob("metrics.json")
+    )
+    assert statuses == ["completed", "failed"]
