@@ -242,7 +242,7 @@ def train(cfg: DictConfig) -> dict:
             )
             tqdm.write(
                 f"step {step}/{total_steps}: loss {float(losses.detach().sum()):.3e}, "
-                f"rel_l2 {last_rel_l2:.3e}, {step_times and len(step_times) / elapsed:.1f} steps/s",
+                f"rel_l2 {last_rel_l2:.3e}, {len(step_times) / elapsed:.1f} steps/s",
                 file=sys.stderr,
             )
         if step % cfg.checkpoint_every == 0 or step == total_steps:
@@ -251,8 +251,12 @@ def train(cfg: DictConfig) -> dict:
     progress.close()
 
     # --- outputs ---------------------------------------------------------------------------
-    if evaluation is None or status != "completed":
-        evaluation = problem.evaluate(model) if status == "completed" else None
+    # A diverged model is not evaluated; a completed one was at its last step, unless a resumed
+    # run found nothing left to do.
+    if status != "completed":
+        evaluation = None
+    elif evaluation is None:
+        evaluation = problem.evaluate(model)
     metrics = {
         "status": status,
         "steps": step,

@@ -34,6 +34,8 @@ class AllenCahnInverse(AllenCahn):
         n_sensors: int = 64,
         **kwargs,
     ):
+        if not d_initial > 0:
+            raise ValueError(f"pde.d_initial must be > 0, got {d_initial!r}")
         super().__init__(generator, data_dir, periodic_embedding=True, **kwargs)
         ref = self.reference
         if not (isinstance(n_sensors, int) and 0 < n_sensors <= len(ref.x)):

@@ -76,3 +76,12 @@ def test_bad_arguments_name_the_key(tmp_path):
         AllenCahn(torch.Generator(), tmp_path, d=-1.0)
     with pytest.raises(ValueError, match="pde.n_ic"):
         AllenCahn(torch.Generator(), tmp_path, n_ic=0)
+
+
+def test_inverse_rejects_non_positive_initial_guess(tmp_path):
+    from pinn_exp.anchors import IdentityAnchor
+    from pinn_exp.noise import NoNoise
+    from pinn_exp.problems.allen_cahn_inverse import AllenCahnInverse
+
+    with pytest.raises(ValueError, match="pde.d_initial"):
+        AllenCahnInverse(torch.Generator(), tmp_path, IdentityAnchor, NoNoise(), d_initial=-1e-3)
