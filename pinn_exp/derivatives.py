@@ -26,6 +26,7 @@ which derivatives are wanted), so ``df/dx_k = A[:, k]`` is constant and ``d2f/dx
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain, combinations_with_replacement
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +34,14 @@ from torch import Tensor, nn
 
 from pinn_exp.models import MLP, SIREN, SineLayer
 
-__all__ = ["nested_autograd", "supports_stacked", "value_and_derivatives"]
+__all__ = [
+    "multi_indices",
+    "nested_autograd",
+    "nested_partials",
+    "supports_stacked",
+    "taylor_partials",
+    "value_and_derivatives",
+]
 
 Derivatives = tuple[Tensor, Tensor, Tensor | None]
 """``(y (n, out), dy (n, d, out), d2y (n, d, out) or None)``: value, ``dy/dx_k`` and the pure
@@ -163,3 +171,114 @@ def nested_autograd(
         for k in range(d):
             d2y[k * y.shape[1] + j] = grad(dy[:, k, j])[:, k]
     return y, dy, torch.stack(d2y, dim=1).reshape(n, d, y.shape[1])
+
+
+# --- all partial derivatives up to third order (stream-function formulations) ---------------
+
+MultiIndex = tuple[int, ...]
+"""A partial derivative as the sorted axes it differentiates along: ``()`` is the value,
+``(0,)`` is d/dx_0, ``(0, 1)`` is d2/dx_0 dx_1, ``(1, 1, 1)`` is d3/dx_1^3."""
+
+
+def multi_indices(d: int, order: int) -> list[MultiIndex]:
+    """Every sorted multi-index of length 0..order over ``d`` axes, value first."""
+    return list(
+        chain.from_iterable(combinations_with_replacement(range(d), k) for k in range(order + 1))
+    )
+
+
+def _activation3(z: Tensor, kind: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """sigma(z) and its first three derivatives."""
+    if kind == "sin":
+        s, c = torch.sin(z), torch.cos(z)
+        return s, c, -s, -c
+    t = torch.tanh(z)
+    dt = 1 - t * t
+    return t, dt, -2 * t * dt, dt * (4 * t * t - 2 * dt)
+
+
+def _chain_rule(
+    z: dict[MultiIndex, Tensor], sigma: tuple[Tensor, ...], index: MultiIndex
+) -> Tensor:
+    """Faa di Bruno's formula for ``d^index sigma(z)`` up to third order; missing entries of
+    ``z`` are zero (the first layer's input has no second or third derivatives)."""
+    _, a1, a2, a3 = sigma
+
+    def part(*idx: MultiIndex) -> Tensor | None:
+        parts = [z.get(tuple(sorted(i))) for i in idx]
+        if any(p is None for p in parts):
+            return None
+        out = parts[0]
+        for p in parts[1:]:
+            out = out * p
+        return out
+
+    if len(index) == 1:
+        return a1 * z[index]
+    if len(index) == 2:
+        i, j = index
+        terms = [(a2, part((i,), (j,))), (a1, part((i, j)))]
+    else:
+        i, j, k = index
+        pairs = [part((i, j), (k,)), part((i, k), (j,)), part((j, k), (i,))]
+        pairs = [p for p in pairs if p is not None]
+        terms = [(a3, part((i,), (j,), (k,))), (a1, part((i, j, k)))]
+        if pairs:
+            terms.append((a2, sum(pairs[1:], pairs[0])))
+    out = None
+    for factor, value in terms:
+        if value is not None:
+            out = factor * value if out is None else out + factor * value
+    return out if out is not None else torch.zeros_like(a1)
+
+
+def taylor_partials(
+    model: nn.Module, features: Tensor, jac: Tensor, order: int = 3
+) -> dict[MultiIndex, Tensor]:
+    """Every partial derivative of the outputs up to ``order`` (<= 3), mixed ones included, by
+    stacked forward-mode streams (the third-order extension of :func:`value_and_derivatives`).
+
+    Each layer pushes all ``len(multi_indices(d, order))`` streams through one matrix product
+    and combines them with Faa di Bruno's formula. Returns ``{multi_index: (n, out)}``.
+    """
+    if order not in (1, 2, 3):
+        raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
+    layers, head = _layers(model)
+    jac = _jac_matrix(jac, features.shape[1]).to(features)
+    d = jac.shape[1]
+    indices = multi_indices(d, order)[1:]
+
+    linear, omega, kind = layers[0]
+    z: dict[MultiIndex, Tensor] = {(): omega * F.linear(features, linear.weight, linear.bias)}
+    for k in range(d):  # the features are affine in x: only first derivatives, constant
+        z[(k,)] = (omega * linear.weight @ jac[:, k]).unsqueeze(0)
+    for linear, next_omega, next_kind in [*layers[1:], (head, 1.0, "")]:
+        sigma = _activation3(z[()], kind)  # the activation of the layer just computed
+        h = [sigma[0]] + [_chain_rule(z, sigma, idx).expand_as(sigma[0]) for idx in indices]
+        out = torch.matmul(torch.stack(h), (next_omega * linear.weight).T)
+        z = {(): out[0] + next_omega * linear.bias}
+        z |= {idx: out[i + 1] for i, idx in enumerate(indices)}
+        kind = next_kind
+    return z
+
+
+def nested_partials(
+    model: nn.Module, features: Tensor, jac: Tensor, order: int = 3
+) -> dict[MultiIndex, Tensor]:
+    """The same as :func:`taylor_partials` by nested reverse-mode autograd, for any model (the
+    reference): one backward pass per output and multi-index."""
+    jac = _jac_matrix(jac, features.shape[1]).to(features)
+    n, d = features.shape[0], jac.shape[1]
+    shift = torch.zeros(n, d, dtype=features.dtype, device=features.device, requires_grad=True)
+    y = model(features + shift @ jac.T)
+    out: dict[MultiIndex, Tensor] = {(): y}
+    for idx in multi_indices(d, order)[1:]:
+        parent = out[idx[:-1]]
+        columns = []
+        for j in range(y.shape[1]):
+            (g,) = torch.autograd.grad(
+                parent[:, j], shift, torch.ones_like(parent[:, j]), create_graph=True
+            )
+            columns.append(g[:, idx[-1]])
+        out[idx] = torch.stack(columns, 1)
+    return out

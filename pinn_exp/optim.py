@@ -13,7 +13,11 @@ class AdamSchedule:
     ``lbfgs_steps`` L-BFGS iterations (Liu & Nocedal 1989) with a strong-Wolfe line search.
 
     Unknown physical parameters get their own parameter group and learning rate ``lr_unknown``,
-    so an anchor ablation compares parameterisations, not step sizes.
+    so an anchor ablation compares parameterisations, not step sizes. ``unknown_warmup`` holds
+    them at their initial guess for that many steps (learning rate 0) while the network fits
+    the data and the physics at the guess: an unknown that moves while the network is still
+    far from any flow follows the gradient of a meaningless residual (two-stage training, as
+    in e.g. Jagtap et al. 2022, J. Comput. Phys. 466:111402, for inverse supersonic flows).
     """
 
     def __init__(
@@ -24,6 +28,7 @@ class AdamSchedule:
         lr_unknown: float = 1e-3,
         lbfgs_steps: int = 0,
         lbfgs_lr: float = 1.0,
+        unknown_warmup: int = 0,
         betas: Sequence[float] = (0.9, 0.999),
     ):
         for name, value in [
@@ -38,6 +43,15 @@ class AdamSchedule:
             raise ValueError(f"optim.decay_rate must be in (0, 1], got {decay_rate!r}")
         if lbfgs_steps < 0:
             raise ValueError(f"optim.lbfgs_steps must be >= 0, got {lbfgs_steps!r}")
+        if isinstance(unknown_warmup, bool) or not isinstance(unknown_warmup, int):
+            raise ValueError(
+                f"optim.unknown_warmup must be an integer >= 0, got {unknown_warmup!r}"
+            )
+        if unknown_warmup < 0:
+            raise ValueError(
+                f"optim.unknown_warmup must be an integer >= 0, got {unknown_warmup!r}"
+            )
+        self.unknown_warmup = unknown_warmup
         self.lr, self.decay_rate, self.decay_steps = lr, decay_rate, decay_steps
         self.lr_unknown, self.lbfgs_steps, self.lbfgs_lr = lr_unknown, lbfgs_steps, lbfgs_lr
         self.betas = tuple(betas)
@@ -48,7 +62,11 @@ class AdamSchedule:
             groups.append({"params": unknowns, "lr": self.lr_unknown})
         optimizer = torch.optim.Adam(groups, betas=self.betas)
         gamma = self.decay_rate ** (1.0 / self.decay_steps)
-        return optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
+        if not (unknowns and self.unknown_warmup):
+            return optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
+        warmup = self.unknown_warmup
+        factors = [lambda step: gamma**step, lambda step: gamma**step if step >= warmup else 0.0]
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
 
     def lbfgs(self, params: list[nn.Parameter]) -> torch.optim.LBFGS:
         # One iteration per call keeps the loop's step counter, logging and checkpoints working;
@@ -61,5 +79,5 @@ class AdamSchedule:
         return (
             f"AdamSchedule(lr={self.lr}, decay_rate={self.decay_rate}, "
             f"decay_steps={self.decay_steps}, lr_unknown={self.lr_unknown}, "
-            f"lbfgs_steps={self.lbfgs_steps})"
+            f"lbfgs_steps={self.lbfgs_steps}, unknown_warmup={self.unknown_warmup})"
         )

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from pinn_exp.config import ConfigError
 from pinn_exp.run import build
@@ -30,6 +31,17 @@ def test_every_option_composes_and_builds(make_cfg, group, option):
 def test_every_experiment_preset_composes(make_cfg, preset):
     cfg = make_cfg(f"experiment={preset}", tiny=False)
     assert cfg.steps > 0
+
+
+NOISY_PRESETS = ["allen_cahn_inverse_cpu", "ns_inverse_cpu", "ablation_ns_inverse_cpu"]
+
+
+@pytest.mark.parametrize("preset", NOISY_PRESETS)
+def test_noisy_presets_take_every_noise_option(make_cfg, preset):
+    """A preset must not set arguments of one noise option (noise=none takes none)."""
+    for noise, cls in (("none", "NoNoise"), ("gaussian", "GaussianNoise")):
+        cfg = make_cfg(f"experiment={preset}", f"noise={noise}", tiny=False)
+        assert type(instantiate(cfg.noise)).__name__ == cls
 
 
 @pytest.mark.parametrize(

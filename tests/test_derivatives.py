@@ -6,7 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from pinn_exp.derivatives import nested_autograd, supports_stacked, value_and_derivatives
+from pinn_exp.derivatives import (
+    multi_indices,
+    nested_autograd,
+    nested_partials,
+    supports_stacked,
+    taylor_partials,
+    value_and_derivatives,
+)
 from pinn_exp.models import MLP, SIREN
 
 MODELS = {
@@ -108,3 +115,69 @@ def test_compiled_stacked_matches():
     compiled = torch.compile(value_and_derivatives)
     for a, b in zip(compiled(model, f, jac), nested_autograd(model, f, jac)):
         assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize(("width", "depth"), [(1, 1), (24, 3)])
+@pytest.mark.parametrize("jac", ["diag", "matrix"])
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_taylor_partials_match_nested_autograd(name, width, depth, jac, order):
+    g, model, f = setup(name, width, depth, n_out=2)
+    jacs = {
+        "diag": torch.tensor([2 / 22, 2 / 4.1], dtype=torch.float64),
+        "matrix": torch.randn(2, 3, generator=g, dtype=torch.float64),
+    }
+    stacked = taylor_partials(model, f, jacs[jac], order)
+    nested = nested_partials(model, f, jacs[jac], order)
+    d = 3 if jac == "matrix" else 2
+    # All sorted multi-indices: 1 + d + d(d+1)/2 + d(d+1)(d+2)/6 up to third order.
+    counts = [1, d, d * (d + 1) // 2, d * (d + 1) * (d + 2) // 6]
+    assert list(stacked) == list(nested) == multi_indices(d, order)
+    assert len(stacked) == sum(counts[: order + 1])
+    for index in nested:
+        assert stacked[index].shape == (f.shape[0], 2)
+        assert_close(stacked[index], nested[index])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_taylor_partials_agree_with_the_second_order_streams(name):
+    _, model, f = setup(name)
+    jac = torch.tensor([0.3, 1.7], dtype=torch.float64)
+    y, dy, d2y = value_and_derivatives(model, f, jac, 2)
+    partials = taylor_partials(model, f, jac, 3)
+    assert_close(partials[()], y)
+    for k in range(2):
+        assert_close(partials[(k,)], dy[:, k])
+        assert_close(partials[(k, k)], d2y[:, k])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_parameter_gradients_through_third_order_streams_match(name):
+    _, model, f = setup(name, n_out=2)
+    jac = torch.tensor([0.3, 1.7], dtype=torch.float64)
+
+    def loss(path):
+        d = path(model, f, jac, 3)
+        return (
+            (
+                d[(1,)][:, 0] * d[(0, 1)][:, 0]
+                + d[(0, 0, 1)][:, 0]
+                - d[(1, 1, 1)][:, 1] * d[()][:, 1]
+            )
+            .pow(2)
+            .mean()
+        )
+
+    grads = [
+        torch.autograd.grad(loss(p), list(model.parameters()))
+        for p in (taylor_partials, nested_partials)
+    ]
+    for a, b in zip(*grads):
+        assert_close(a, b, rtol=1e-11)
+
+
+def test_taylor_partials_reject_bad_orders():
+    _, model, f = setup("siren")
+    for order in (0, 4):
+        with pytest.raises(ValueError, match="order must be 1, 2 or 3"):
+            taylor_partials(model, f, torch.ones(2, dtype=torch.float64), order)

@@ -219,14 +219,14 @@ def test_presets_compose_to_the_study_grid(preset):
 
 
 def test_cpu_preset_size():
-    """The 2-core preset is the documented size (3000 steps, width 32, 1000 points); the GPU one
+    """The 2-core preset is the documented size (2000 steps, width 64, 2000 points); the GPU one
     is the full size."""
     cpu = compose_hydra("experiment=ablation_allen_cahn_cpu", "sampler=rar")
     assert (cpu.steps, cpu.model.width, cpu.model.depth, cpu.sampler.n_points) == (
-        3000,
-        32,
+        2000,
+        64,
         4,
-        1000,
+        2000,
     )
     assert cpu.sampler._target_.endswith("RARSampler") and cpu.sampler.interval == 250
     gpu = compose_hydra("experiment=ablation_allen_cahn_gpu")
@@ -299,3 +299,28 @@ def test_slurm_launcher_makes_an_sbatch_script(tmp_path, monkeypatch):
         "export OMP_NUM_THREADS=6",
     ):
         assert line in text
+
+
+PEERS = {
+    "lra": ("LRABalancer", "NoSurgery"),
+    "relobralo": ("ReLoBRaLoBalancer", "NoSurgery"),
+    "upgrad": ("NoBalancer", "UPGrad"),
+    "config": ("NoBalancer", "ConFIG"),
+}
+
+
+def test_peer_preset_swaps_one_of_our_modules_for_a_peer():
+    cfg = compose_hydra("experiment=peers_allen_cahn_cpu")
+    jobs = sweep_jobs(cfg)
+    assert len(jobs) == 12
+    assert {job[0] for job in jobs} == {f"peer={p}" for p in PEERS}
+    ablation = compose_hydra("experiment=ablation_allen_cahn_cpu", "sampler=rar")
+    for peer, (balancer, surgery) in PEERS.items():
+        run = compose_hydra("experiment=peers_allen_cahn_cpu", f"peer={peer}")
+        assert run.balancer._target_.endswith(balancer)
+        assert run.surgery._target_.endswith(surgery)
+        assert run.sampler._target_.endswith("RARSampler")
+        # Same size as the ablation it is compared with.
+        for key in ("steps", "model", "sampler", "optim"):
+            assert run[key] == ablation[key], key
+        validate(run)

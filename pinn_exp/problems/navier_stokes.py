@@ -22,7 +22,12 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from matplotlib.tri import Triangulation  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from pinn_exp.derivatives import nested_autograd, supports_stacked  # noqa: E402
+from pinn_exp.derivatives import (  # noqa: E402
+    nested_autograd,
+    nested_partials,
+    supports_stacked,
+    taylor_partials,
+)
 from pinn_exp.derivatives import value_and_derivatives as stacked_derivatives  # noqa: E402
 from pinn_exp.problems.base import Evaluation, Problem, rel_l2  # noqa: E402
 from pinn_exp.reference.mesh import CYLINDER_CENTER, CYLINDER_RADIUS, HEIGHT  # noqa: E402
@@ -61,13 +66,25 @@ class NavierStokes(Problem):
     component divided by nu, which is equivalent and keeps it O(1)). Boundary points are drawn
     once from the generator.
 
+    ``formulation="stream"`` makes the network output ``(psi*, p*)`` with ``u* = dpsi*/dy*``,
+    ``v* = -dpsi*/dx*``: the flow is divergence-free by construction and ``continuity`` is no
+    term; ``inlet`` and ``walls`` add the squared error of psi* (the inflow's integral
+    ``H* s^2 (3 - 2 s)``, so 0 on the bottom wall and the flux ``H*`` on the top one). With
+    velocity outputs, a small continuity loss at scattered points let the flux leak away
+    behind the inlet (measured: the velocity vanished within 0.05 of the inlet while every
+    loss was < 1e-4); with psi and velocity-only wall conditions, a small wall-normal velocity
+    error, integrated along the 22-diameter walls, still halved the flux (measured); psi's
+    wall values fix it everywhere. The residual needs psi's third derivatives
+    (:func:`pinn_exp.derivatives.taylor_partials`).
+
     Derivatives come from stacked forward-mode streams (:mod:`pinn_exp.derivatives`) for SIREN
     and MLP (``derivatives="stacked"``, optionally ``compile``-d), or from nested autograd
     (``"autograd"``, the reference, and the fallback for other models).
 
     ``dirichlet_velocity`` and ``outlet_data`` replace the boundary data (non-dimensional
     points -> non-dimensional ``(u, v)`` on inlet, walls and cylinder, and targets of
-    ``(u_x/Re - p, v_x)`` at the outlet); they exist to test the residuals on exact solutions.
+    ``(u_x/Re - p, v_x)`` at the outlet), and ``stream_data`` psi* on inlet and walls; they
+    exist to test the residuals on exact solutions.
     The reference is solved (or read from ``data_dir``) only when first needed; ``refinement``
     is its mesh level (see :func:`pinn_exp.reference.navier_stokes.solve_navier_stokes`).
     """
@@ -92,8 +109,10 @@ class NavierStokes(Problem):
         refinement: int = 4,
         derivatives: str = "stacked",
         compile: bool = False,
+        formulation: str = "velocity",
         dirichlet_velocity: BoundaryData | None = None,
         outlet_data: BoundaryData | None = None,
+        stream_data: Callable[[Tensor], Tensor] | None = None,
         dtype: torch.dtype = torch.float64,
         device: str | torch.device = "cpu",
     ):
@@ -117,6 +136,12 @@ class NavierStokes(Problem):
             )
         if not isinstance(compile, bool):
             raise ValueError(f"pde.compile must be true or false, got {compile!r}")
+        if formulation not in ("velocity", "stream"):
+            raise ValueError(f"pde.formulation must be 'velocity' or 'stream', got {formulation!r}")
+        self.formulation = formulation
+        if formulation == "stream":
+            # (psi, p): continuity holds exactly, so it is no loss term.
+            self.out_dim, self.residual_terms = 2, ("momentum_x", "momentum_y")
         self.refinement, self.derivatives, self.compile = refinement, derivatives, compile
         self.data_dir = Path(data_dir)
         self.dtype, self.device = dtype, torch.device(device)
@@ -161,6 +186,17 @@ class NavierStokes(Problem):
         pts = self.boundary["outlet"] / DIAMETER
         target = torch.zeros_like(pts) if outlet_data is None else outlet_data(pts)
         self.boundary_targets["outlet"] = target.to(dtype=dtype, device=self.device)
+        # psi* on the inlet and the walls: the integral of the inflow profile, so 0 on the
+        # bottom wall and the flux H* = H / D on the top one.
+        self.stream_targets = {}
+        for name in ("inlet", "walls"):
+            pts = self.boundary[name] / DIAMETER
+            if stream_data is not None:
+                target = stream_data(pts)
+            else:
+                s = pts[:, 1] / self.size_nd[1]
+                target = self.size_nd[1] * s * s * (3 - 2 * s)
+            self.stream_targets[name] = target.to(dtype=dtype, device=self.device)
 
     # --- reference (lazy: the FE solve is only needed for evaluation) ----------------------
     @property
@@ -217,25 +253,63 @@ class NavierStokes(Problem):
 
     def outputs_and_derivatives(
         self, model: nn.Module, x: Tensor, order: int = 2
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """``(u*, v*, p*)`` (n, 3), their x*- and y*-derivatives (n, 2, 3) and pure second
-        derivatives (n, 2, 3) (None for ``order=1``) at dimensional points ``x``."""
+        derivatives (n, 2, 3) at dimensional points ``x``; the derivatives are None below
+        ``order`` 1 and 2. In the stream formulation they come from the network's
+        ``(psi*, p*)``, with ``u* = dpsi*/dy*`` and ``v* = -dpsi*/dx*``."""
+        if order not in (0, 1, 2):
+            raise ValueError(f"order must be 0, 1 or 2, got {order!r}")
+        if self.formulation == "stream":
+            return self._from_stream(self._partials(model, x, order + 1), order)
+        if order == 0:
+            return model(self.features(x)), None, None
         f, jac = self.features(x), self.jac.to(x)
-        if self.derivatives == "stacked" and supports_stacked(model):
-            if not self.compile:
-                return stacked_derivatives(model, f, jac, order)
-            if self._compiled is None:
-                # Built on first use: compiling costs about a minute and is not always wanted.
-                self._compiled = torch.compile(stacked_derivatives)
-            return self._compiled(model, f, jac, order)
-        if self.derivatives == "stacked":
+        if self._use_stacked(model):
+            return self._stacked(stacked_derivatives)(model, f, jac, order)
+        # p's second derivatives do not enter the residual: skip their two backward passes.
+        return nested_autograd(model, f, jac, order, second=(0, 1))
+
+    def _use_stacked(self, model: nn.Module) -> bool:
+        if self.derivatives == "stacked" and not supports_stacked(model):
             warnings.warn(
                 f"pde.derivatives='stacked' supports SIREN and MLP, not {type(model).__name__}; "
                 f"using nested autograd",
-                stacklevel=2,
+                stacklevel=3,
             )
-        # p's second derivatives do not enter the residual: skip their two backward passes.
-        return nested_autograd(model, f, jac, order, second=(0, 1))
+        return self.derivatives == "stacked" and supports_stacked(model)
+
+    def _stacked(self, function):
+        if not self.compile:
+            return function
+        if self._compiled is None:
+            # Built on first use: compiling costs about a minute and is not always wanted.
+            self._compiled = torch.compile(function)
+        return self._compiled
+
+    def _partials(self, model: nn.Module, x: Tensor, order: int) -> dict:
+        f, jac = self.features(x), self.jac.to(x)
+        if self._use_stacked(model):
+            return self._stacked(taylor_partials)(model, f, jac, order)
+        return nested_partials(model, f, jac, order)
+
+    @staticmethod
+    def _from_stream(d: dict, order: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Velocity-space outputs from the partials of ``(psi, p)`` up to ``order + 1``."""
+
+        # u = psi_y, v = -psi_x: each velocity derivative is psi's with one more y or x.
+        def uvp(index: tuple) -> Tensor:
+            u = d[tuple(sorted((*index, 1)))][:, 0]
+            v = -d[tuple(sorted((*index, 0)))][:, 0]
+            return torch.stack([u, v, d[index][:, 1]], 1)
+
+        y = uvp(())
+        if order == 0:
+            return y, None, None
+        dy = torch.stack([uvp((0,)), uvp((1,))], 1)
+        if order == 1:
+            return y, dy, None
+        return y, dy, torch.stack([uvp((0, 0)), uvp((1, 1))], 1)
 
     def residual_components(
         self, model: nn.Module, x: Tensor, inv_re: Tensor | float | None = None
@@ -255,8 +329,16 @@ class NavierStokes(Problem):
         """Inlet, wall and cylinder velocity errors and the do-nothing outlet residual."""
         terms = {}
         for name in ("inlet", "walls", "cylinder"):
-            uv = model(self.features(self.boundary[name]))[:, :2]
-            terms[name] = ((uv - self.boundary_targets[name]) ** 2).sum(1).mean()
+            if self.formulation == "velocity":
+                uv = model(self.features(self.boundary[name]))[:, :2]
+                terms[name] = ((uv - self.boundary_targets[name]) ** 2).sum(1).mean()
+                continue
+            d = self._partials(model, self.boundary[name], 1)
+            uv = self._from_stream(d, 0)[0][:, :2]
+            error = ((uv - self.boundary_targets[name]) ** 2).sum(1)
+            if name in self.stream_targets:
+                error = error + (d[()][:, 0] - self.stream_targets[name]) ** 2
+            terms[name] = error.mean()
         y, dy, _ = self.outputs_and_derivatives(model, self.boundary["outlet"], order=1)
         traction = torch.stack([self.inv_re() * dy[:, 0, 0] - y[:, 2], dy[:, 0, 1]], 1)
         terms["outlet"] = ((traction - self.boundary_targets["outlet"]) ** 2).sum(1).mean()
@@ -267,16 +349,36 @@ class NavierStokes(Problem):
         terms = {name: (r[:, i] ** 2).mean() for i, name in enumerate(self.residual_terms)}
         return terms | self.boundary_losses(model)
 
+    def _graph_free(self, model: nn.Module):
+        # The stacked path is a plain forward pass: no graph is needed to rank or predict.
+        stacked = self.derivatives == "stacked" and supports_stacked(model)
+        return torch.no_grad() if stacked else torch.enable_grad()
+
     def pointwise_residual(self, model: nn.Module, x: Tensor) -> Tensor:
-        # The stacked path is a plain forward pass: no graph is needed to rank points.
-        with torch.no_grad() if self.derivatives == "stacked" else torch.enable_grad():
+        with self._graph_free(model):
             return self.residual_components(model, x).norm(dim=1).detach()
 
+    def preferred_re(self, model: nn.Module, x: Tensor) -> dict[str, float]:
+        """The Re that this fixed field fits best: the least-squares ``Re* = <B, B> / <A, B>`` of
+        ``|A - B / Re|^2`` with ``A = (u.grad)u + grad p`` and ``B = lap u`` at points ``x``,
+        overall (``"all"``), within one diameter of the cylinder's centre (``"near"``) and
+        beyond (``"away"``). An inverse run's residual pulls Re toward it."""
+        y, dy, d2y = self.outputs_and_derivatives(model, x)
+        u, v = y[:, 0], y[:, 1]
+        (u_x, v_x, p_x), (u_y, v_y, p_y) = dy[:, 0].unbind(1), dy[:, 1].unbind(1)
+        a = torch.cat([u * u_x + v * u_y + p_x, u * v_x + v * v_y + p_y]).detach()
+        b = torch.cat([d2y[:, 0, 0] + d2y[:, 1, 0], d2y[:, 0, 1] + d2y[:, 1, 1]]).detach()
+        centre = torch.tensor(CYLINDER_CENTER, dtype=x.dtype, device=x.device)
+        near = ((x - centre).norm(dim=1) < DIAMETER).repeat(2)
+        masks = {"all": torch.ones_like(near), "near": near, "away": ~near}
+        return {k: float((b[m] ** 2).sum() / (a[m] * b[m]).sum()) for k, m in masks.items()}
+
     # --- evaluation ---------------------------------------------------------------------------
-    @torch.no_grad()
     def predict(self, model: nn.Module, x: Tensor, chunk: int = 32768) -> Tensor:
         """Dimensional ``(u, v, p)`` (n, 3) at dimensional points ``x``."""
-        y = torch.cat([model(self.features(part)) for part in x.split(chunk)])
+        with self._graph_free(model) if self.formulation == "stream" else torch.no_grad():
+            parts = [self.outputs_and_derivatives(model, part, 0)[0] for part in x.split(chunk)]
+        y = torch.cat(parts).detach()
         scale = torch.tensor([self.u_mean, self.u_mean, self.u_mean**2]).to(y)
         return y * scale
 

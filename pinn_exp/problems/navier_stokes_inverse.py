@@ -92,7 +92,7 @@ class NavierStokesInverse(NavierStokes):
     def losses(self, model: nn.Module, x: Tensor) -> dict[str, Tensor]:
         r = self.residual_components(model, x)
         terms = {name: (r[:, i] ** 2).mean() for i, name in enumerate(self.residual_terms)}
-        uv = model(self.features(self.x_data))[:, :2]
+        uv = self.outputs_and_derivatives(model, self.x_data, order=0)[0][:, :2]
         terms["data"] = ((uv - self.uv_data) ** 2).sum(1).mean()
         return terms | self.boundary_losses(model)
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from functools import partial
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -52,7 +55,18 @@ class Kovasznay(nn.Module):
         return torch.stack([k["u"], k["v"], k["p"]], 1)
 
 
-def kovasznay_problem(tmp_path) -> NavierStokes:
+class KovasznayStream(Kovasznay):
+    """The same flow as (psi*, p*): psi = y - exp(lam x) sin(2 pi y) / (2 pi)."""
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        xy = torch.stack([(f[:, i] + 1) * self.size_nd[i] / 2 for i in range(2)], 1)
+        lam = RE_KOVASZNAY / 2 - math.sqrt(RE_KOVASZNAY**2 / 4 + 4 * math.pi**2)
+        e = torch.exp(lam * xy[:, 0])
+        psi = xy[:, 1] - e * torch.sin(2 * math.pi * xy[:, 1]) / (2 * math.pi)
+        return torch.stack([psi, kovasznay(xy)["p"]], 1)
+
+
+def kovasznay_problem(tmp_path, formulation: str = "velocity") -> NavierStokes:
     def velocity(xy):
         k = kovasznay(xy)
         return torch.stack([k["u"], k["v"]], 1)
@@ -61,11 +75,19 @@ def kovasznay_problem(tmp_path) -> NavierStokes:
         k = kovasznay(xy)
         return torch.stack([k["u_x"] / RE_KOVASZNAY - k["p"], k["v_x"]], 1)
 
+    def stream(xy):
+        lam = RE_KOVASZNAY / 2 - math.sqrt(RE_KOVASZNAY**2 / 4 + 4 * math.pi**2)
+        return xy[:, 1] - torch.exp(lam * xy[:, 0]) * torch.sin(2 * math.pi * xy[:, 1]) / (
+            2 * math.pi
+        )
+
     return NavierStokes(
         torch.Generator().manual_seed(0),
         tmp_path,
         re=RE_KOVASZNAY,
         derivatives="autograd",
+        formulation=formulation,
+        stream_data=stream,
         dirichlet_velocity=velocity,
         outlet_data=outlet,
     )
@@ -85,6 +107,65 @@ def test_residual_and_boundary_terms_vanish_on_kovasznay_flow(tmp_path):
     # ... and the residual is not trivially zero: at another Re it is not.
     assert problem.residual_components(model, x, inv_re=1 / 10.0).abs().max() > 1e-2
     assert not (tmp_path / problem.reference_path.name).exists()  # the FE reference is lazy
+
+
+def test_stream_formulation_vanishes_on_kovasznay_flow(tmp_path):
+    problem = kovasznay_problem(tmp_path, formulation="stream")
+    assert problem.out_dim == 2 and problem.residual_terms == ("momentum_x", "momentum_y")
+    model = KovasznayStream(problem.size_nd)
+    x = problem.sample_domain(500, torch.Generator().manual_seed(1))
+    # The velocity it derives from psi is Kovasznay's (u, v) and p.
+    y, dy, _ = problem.outputs_and_derivatives(model, x, order=1)
+    k = kovasznay(x / 0.1)
+    torch.testing.assert_close(y.detach(), torch.stack([k["u"], k["v"], k["p"]], 1))
+    torch.testing.assert_close(dy[:, 0, 0].detach(), k["u_x"])
+    # Continuity holds identically: u_x + v_y = psi_yx - psi_xy.
+    assert (dy[:, 0, 0] + dy[:, 1, 1]).abs().max() < 1e-12
+    r = problem.residual_components(model, x)
+    assert r.shape == (500, 3) and r.abs().max() < 1e-10
+    terms = problem.losses(model, x)
+    assert set(terms) == {"momentum_x", "momentum_y", "inlet", "walls", "cylinder", "outlet"}
+    assert all(float(v.detach()) < 1e-20 for v in terms.values()), terms
+    assert problem.residual_components(model, x, inv_re=1 / 10.0).abs().max() > 1e-2
+    pred = problem.predict(model, x)
+    torch.testing.assert_close(pred[:, 0], problem.u_mean * k["u"])
+
+
+@pytest.mark.parametrize("formulation", ["velocity", "stream"])
+def test_preferred_re_of_an_exact_solution_is_its_re(tmp_path, formulation):
+    """The diagnostic of scripts/re_consistency.py: Kovasznay flow fits only its own Re."""
+    problem = kovasznay_problem(tmp_path, formulation=formulation)
+    model = (Kovasznay if formulation == "velocity" else KovasznayStream)(problem.size_nd)
+    x = problem.sample_domain(2000, torch.Generator().manual_seed(2))
+    re = problem.preferred_re(model, x)
+    assert set(re) == {"all", "near", "away"}
+    assert re["all"] == pytest.approx(RE_KOVASZNAY, rel=1e-8)
+    assert re["near"] == pytest.approx(RE_KOVASZNAY, rel=1e-8)
+
+
+@pytest.mark.parametrize("model_cls", [SIREN, MLP])
+def test_stream_stacked_and_autograd_paths_agree(tmp_path, model_cls):
+    gen = torch.Generator().manual_seed(0)
+    model = model_cls(2, 2, gen, width=32, depth=3)
+    problems = [
+        NavierStokes(
+            torch.Generator().manual_seed(0), tmp_path, derivatives=d, formulation="stream"
+        )
+        for d in ("stacked", "autograd")
+    ]
+    x = problems[0].sample_domain(200, gen)
+    losses = [p.losses(model, x) for p in problems]
+    for name in losses[0]:
+        a, b = (float(lo[name].detach()) for lo in losses)
+        assert a == pytest.approx(b, rel=1e-11)
+    grads = [torch.autograd.grad(sum(lo.values()), list(model.parameters())) for lo in losses]
+    for a, b in zip(*grads):
+        assert float((a - b).abs().max()) <= 1e-10 * float(b.abs().max())
+    pointwise = [p.pointwise_residual(model, x) for p in problems]
+    assert torch.allclose(pointwise[0], pointwise[1], rtol=1e-11, atol=0)
+    preds = [p.predict(model, x) for p in problems]
+    assert not preds[0].requires_grad and not preds[1].requires_grad
+    torch.testing.assert_close(preds[0], preds[1], rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("model_cls", [SIREN, MLP])
@@ -194,6 +275,7 @@ def test_evaluate_converts_to_dimensional_units(tmp_path):
         ({"refinement": 0}, "pde.refinement"),
         ({"derivatives": "forward"}, "pde.derivatives"),
         ({"compile": "yes"}, "pde.compile"),
+        ({"formulation": "vorticity"}, "pde.formulation"),
     ],
 )
 def test_bad_arguments_name_the_key(tmp_path, kwargs, key):
@@ -266,11 +348,24 @@ def test_inverse_uses_the_current_re_never_the_true_one(data_dir, tmp_path):
     assert metrics["re_rel_error"] == pytest.approx(0.5)
 
 
-def test_forward_run_writes_metrics(make_cfg):
+def test_forward_run_writes_metrics(make_cfg, tmp_path):
     metrics = train(make_cfg("pde=navier_stokes", "pde.refinement=1", "model=mlp"))
     assert metrics["status"] == "completed"
     for key in ("rel_l2", "rel_l2_u", "rel_l2_v", "rel_l2_p"):
         assert math.isfinite(metrics[key])
+    # scripts/re_consistency.py reads the run back and reports its field's preferred Re.
+    script = Path(__file__).resolve().parents[2] / "scripts" / "re_consistency.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "run"), "--points", "200"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "preferred Re* = " in done.stdout and "the run's Re: 100" in done.stdout
+    missing = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "nowhere")], capture_output=True, text=True
+    )
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
 def test_inverse_run_writes_metrics_and_sensors(make_cfg, tmp_path):
@@ -294,3 +389,20 @@ def test_inverse_run_writes_metrics_and_sensors(make_cfg, tmp_path):
     with h5py.File(tmp_path / "run" / "prediction.h5") as f:
         assert f["sensors/points"].shape == (50, 2) and f["sensors/noisy"].shape == (50, 2)
         assert f["prediction/u"].shape == f["reference/u"].shape
+
+
+def test_stream_targets_integrate_the_inflow(tmp_path):
+    problem = NavierStokes(torch.Generator().manual_seed(0), tmp_path, formulation="stream")
+    h = 0.41 / 0.1  # the non-dimensional channel height: the flux of the inflow u* = 6 s (1 - s)
+    walls = problem.boundary["walls"]
+    psi_walls = problem.stream_targets["walls"]
+    assert (psi_walls[walls[:, 1] == 0] == 0).all()
+    assert torch.allclose(psi_walls[walls[:, 1] > 0.4], torch.tensor(h, dtype=F64))
+    # d psi* / d y* at the inlet is the inflow u*, checked by finite differences.
+    y = torch.linspace(0.01, 0.4, 50, dtype=F64)
+    s, ds = y / 0.41, 1e-6
+    psi = lambda s: h * s * s * (3 - 2 * s)  # noqa: E731
+    u = (psi(s + ds) - psi(s - ds)) / (2 * ds) / h
+    torch.testing.assert_close(u, 6 * s * (1 - s), rtol=1e-8, atol=1e-8)
+    inlet = problem.boundary["inlet"][:, 1] / 0.41
+    torch.testing.assert_close(problem.stream_targets["inlet"], psi(inlet))
