@@ -309,18 +309,44 @@ PEERS = {
 }
 
 
-def test_peer_preset_swaps_one_of_our_modules_for_a_peer():
-    cfg = compose_hydra("experiment=peers_allen_cahn_cpu")
+@pytest.mark.parametrize(
+    ("peers", "ablation"),
+    [
+        ("peers_allen_cahn_cpu", ["experiment=ablation_allen_cahn_cpu", "sampler=rar"]),
+        (
+            "peers_ns_inverse_cpu",
+            ["experiment=ablation_ns_inverse_cpu", "sampler=rar", "anchor=softplus"],
+        ),
+    ],
+)
+def test_peer_preset_swaps_one_of_our_modules_for_a_peer(peers, ablation):
+    cfg = compose_hydra(f"experiment={peers}")
     jobs = sweep_jobs(cfg)
     assert len(jobs) == 12
     assert {job[0] for job in jobs} == {f"peer={p}" for p in PEERS}
-    ablation = compose_hydra("experiment=ablation_allen_cahn_cpu", "sampler=rar")
+    ablation = compose_hydra(*ablation)
     for peer, (balancer, surgery) in PEERS.items():
-        run = compose_hydra("experiment=peers_allen_cahn_cpu", f"peer={peer}")
+        run = compose_hydra(f"experiment={peers}", f"peer={peer}")
         assert run.balancer._target_.endswith(balancer)
         assert run.surgery._target_.endswith(surgery)
         assert run.sampler._target_.endswith("RARSampler")
         # Same size as the ablation it is compared with.
-        for key in ("steps", "model", "sampler", "optim"):
+        for key in ("steps", "eval_every", "pde", "model", "sampler", "noise", "anchor", "optim"):
             assert run[key] == ablation[key], key
         validate(run)
+
+
+def test_inverse_presets_match_the_ablation_rows():
+    """README quotes the ablation's full-framework row as experiment=ns_inverse_cpu's result."""
+    preset = compose_hydra("experiment=ns_inverse_cpu")
+    row = compose_hydra(
+        "experiment=ablation_ns_inverse_cpu",
+        "balancer=ema",
+        "surgery=pcgrad",
+        "sampler=rar",
+        "anchor=softplus",
+    )
+    for key in ("pde", "model", "balancer", "surgery", "sampler", "noise", "anchor", "optim"):
+        assert preset[key] == row[key], key
+    for key in ("steps", "seed", "dtype", "eval_every", "checkpoint_every"):
+        assert preset[key] == row[key], key

@@ -12,26 +12,21 @@ from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from torch import Tensor, nn
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from matplotlib.tri import Triangulation  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-
-from pinn_exp.derivatives import (  # noqa: E402
+from pinn_exp.derivatives import (
     nested_autograd,
     nested_partials,
     supports_stacked,
     taylor_partials,
 )
-from pinn_exp.derivatives import value_and_derivatives as stacked_derivatives  # noqa: E402
-from pinn_exp.problems.base import Evaluation, Problem, rel_l2  # noqa: E402
-from pinn_exp.reference.mesh import CYLINDER_CENTER, CYLINDER_RADIUS, HEIGHT  # noqa: E402
-from pinn_exp.reference.navier_stokes import load_or_build_navier_stokes  # noqa: E402
+from pinn_exp.derivatives import value_and_derivatives as stacked_derivatives
+from pinn_exp.problems.base import Evaluation, Problem, rel_l2
+from pinn_exp.problems.figures import scattered_figure
+from pinn_exp.reference.mesh import CYLINDER_CENTER, CYLINDER_RADIUS, HEIGHT
+from pinn_exp.reference.navier_stokes import load_or_build_navier_stokes
 
 DIAMETER = 2 * CYLINDER_RADIUS  # the length scale of Re and of the non-dimensional variables
 BoundaryData = Callable[[Tensor], Tensor]  # non-dimensional points (n, 2) -> values (n, 2)
@@ -150,7 +145,7 @@ class NavierStokes(Problem):
         self.size_nd = (self.length / DIAMETER, HEIGHT / DIAMETER)
         self.jac = torch.tensor([2 / self.size_nd[0], 2 / self.size_nd[1]], dtype=dtype)
         self.jac = self.jac.to(self.device)
-        self._compiled = None
+        self._compiled = {}
 
         # Fixed boundary points (dimensional), drawn once from the run's generator.
         def uniform(n: int) -> Tensor:
@@ -282,10 +277,10 @@ class NavierStokes(Problem):
     def _stacked(self, function):
         if not self.compile:
             return function
-        if self._compiled is None:
+        if function not in self._compiled:
             # Built on first use: compiling costs about a minute and is not always wanted.
-            self._compiled = torch.compile(function)
-        return self._compiled
+            self._compiled[function] = torch.compile(function)
+        return self._compiled[function]
 
     def _partials(self, model: nn.Module, x: Tensor, order: int) -> dict:
         f, jac = self.features(x), self.jac.to(x)
@@ -417,38 +412,3 @@ class NavierStokes(Problem):
         self.boundary_targets = {k: v.to(self.device) for k, v in self.boundary_targets.items()}
         self.unknowns.to(self.device)
         return self
-
-
-def scattered_figure(evaluation: Evaluation, fields: tuple[str, ...]):
-    """Prediction, reference and |error| of each field on the scattered evaluation points
-    (filled contours of their Delaunay triangulation, cylinder masked and drawn)."""
-    xy = evaluation.coords
-    tri = Triangulation(xy[:, 0], xy[:, 1])
-    centroids = xy[tri.triangles].mean(axis=1)
-    tri.set_mask(np.hypot(*(centroids - np.array(CYLINDER_CENTER)).T) < CYLINDER_RADIUS)
-    # A fixed layout and few ticks: constrained layout and tick text made this figure cost
-    # seconds per evaluation.
-    fig, axes = plt.subplots(
-        len(fields), 3, figsize=(16, 1.8 * len(fields)), sharex=True, sharey=True, squeeze=False
-    )
-    fig.subplots_adjust(left=0.04, right=0.97, bottom=0.1, top=0.93, wspace=0.08, hspace=0.35)
-    for row, name in zip(axes, fields):
-        pred, ref = evaluation.prediction[name], evaluation.reference[name]
-        lo, hi = min(pred.min(), ref.min()), max(pred.max(), ref.max())
-        levels = np.linspace(lo, hi if hi > lo else lo + 1e-12, 21)
-        panels = [
-            (pred, f"PINN {name}", levels, "RdBu_r"),
-            (ref, f"reference {name}", levels, "RdBu_r"),
-            (np.abs(pred - ref), f"|error| {name}", 21, "viridis"),
-        ]
-        for ax, (data, title, lv, cmap) in zip(row, panels):
-            im = ax.tricontourf(tri, data, levels=lv, cmap=cmap)
-            ax.add_patch(plt.Circle(CYLINDER_CENTER, CYLINDER_RADIUS, fc="white", ec="black"))
-            ax.set_title(title, fontsize=9)
-            ax.set_aspect("equal")
-            fig.colorbar(im, ax=ax, shrink=0.9, pad=0.01, ticks=MaxNLocator(3))
-    for ax in axes[-1]:
-        ax.set_xlabel("x")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("y")
-    return fig
