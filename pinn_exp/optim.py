@@ -43,11 +43,8 @@ class AdamSchedule:
             raise ValueError(f"optim.decay_rate must be in (0, 1], got {decay_rate!r}")
         if lbfgs_steps < 0:
             raise ValueError(f"optim.lbfgs_steps must be >= 0, got {lbfgs_steps!r}")
-        if isinstance(unknown_warmup, bool) or not isinstance(unknown_warmup, int):
-            raise ValueError(
-                f"optim.unknown_warmup must be an integer >= 0, got {unknown_warmup!r}"
-            )
-        if unknown_warmup < 0:
+        is_int = isinstance(unknown_warmup, int) and not isinstance(unknown_warmup, bool)
+        if not (is_int and unknown_warmup >= 0):
             raise ValueError(
                 f"optim.unknown_warmup must be an integer >= 0, got {unknown_warmup!r}"
             )

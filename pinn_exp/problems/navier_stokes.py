@@ -265,6 +265,9 @@ class NavierStokes(Problem):
         # p's second derivatives do not enter the residual: skip their two backward passes.
         return nested_autograd(model, f, jac, order, second=(0, 1))
 
+    def _stacked_supported(self, model: nn.Module) -> bool:
+        return self.derivatives == "stacked" and supports_stacked(model)
+
     def _use_stacked(self, model: nn.Module) -> bool:
         if self.derivatives == "stacked" and not supports_stacked(model):
             warnings.warn(
@@ -272,7 +275,7 @@ class NavierStokes(Problem):
                 f"using nested autograd",
                 stacklevel=3,
             )
-        return self.derivatives == "stacked" and supports_stacked(model)
+        return self._stacked_supported(model)
 
     def _stacked(self, function):
         if not self.compile:
@@ -311,14 +314,19 @@ class NavierStokes(Problem):
     ) -> Tensor:
         """Signed non-dimensional residuals (momentum x, momentum y, continuity), (n, 3)."""
         inv_re = self.inv_re() if inv_re is None else inv_re
+        inviscid, laplacian, divergence = self._momentum_parts(model, x)
+        momentum = inviscid - inv_re * laplacian
+        return torch.cat([momentum, divergence.unsqueeze(1)], 1)
+
+    def _momentum_parts(self, model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(u.grad)u + grad p`` and ``lap u`` (n, 2), and ``div u`` (n,): the momentum residual
+        is the first minus ``lap u / Re``."""
         y, dy, d2y = self.outputs_and_derivatives(model, x)
         u, v = y[:, 0], y[:, 1]
         (u_x, v_x, p_x), (u_y, v_y, p_y) = dy[:, 0].unbind(1), dy[:, 1].unbind(1)
-        lap_u = d2y[:, 0, 0] + d2y[:, 1, 0]
-        lap_v = d2y[:, 0, 1] + d2y[:, 1, 1]
-        momentum_x = u * u_x + v * u_y + p_x - inv_re * lap_u
-        momentum_y = u * v_x + v * v_y + p_y - inv_re * lap_v
-        return torch.stack([momentum_x, momentum_y, u_x + v_y], 1)
+        inviscid = torch.stack([u * u_x + v * u_y + p_x, u * v_x + v * v_y + p_y], 1)
+        laplacian = (d2y[:, 0] + d2y[:, 1])[:, :2]
+        return inviscid, laplacian, u_x + v_y
 
     def boundary_losses(self, model: nn.Module) -> dict[str, Tensor]:
         """Inlet, wall and cylinder velocity errors and the do-nothing outlet residual."""
@@ -346,8 +354,7 @@ class NavierStokes(Problem):
 
     def _graph_free(self, model: nn.Module):
         # The stacked path is a plain forward pass: no graph is needed to rank or predict.
-        stacked = self.derivatives == "stacked" and supports_stacked(model)
-        return torch.no_grad() if stacked else torch.enable_grad()
+        return torch.no_grad() if self._stacked_supported(model) else torch.enable_grad()
 
     def pointwise_residual(self, model: nn.Module, x: Tensor) -> Tensor:
         with self._graph_free(model):
@@ -358,11 +365,8 @@ class NavierStokes(Problem):
         ``|A - B / Re|^2`` with ``A = (u.grad)u + grad p`` and ``B = lap u`` at points ``x``,
         overall (``"all"``), within one diameter of the cylinder's centre (``"near"``) and
         beyond (``"away"``). An inverse run's residual pulls Re toward it."""
-        y, dy, d2y = self.outputs_and_derivatives(model, x)
-        u, v = y[:, 0], y[:, 1]
-        (u_x, v_x, p_x), (u_y, v_y, p_y) = dy[:, 0].unbind(1), dy[:, 1].unbind(1)
-        a = torch.cat([u * u_x + v * u_y + p_x, u * v_x + v * v_y + p_y]).detach()
-        b = torch.cat([d2y[:, 0, 0] + d2y[:, 1, 0], d2y[:, 0, 1] + d2y[:, 1, 1]]).detach()
+        inviscid, laplacian, _ = self._momentum_parts(model, x)
+        a, b = inviscid.detach().T.reshape(-1), laplacian.detach().T.reshape(-1)
         centre = torch.tensor(CYLINDER_CENTER, dtype=x.dtype, device=x.device)
         near = ((x - centre).norm(dim=1) < DIAMETER).repeat(2)
         masks = {"all": torch.ones_like(near), "near": near, "away": ~near}
