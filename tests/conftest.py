@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,17 @@ TINY = [
     "model.depth=2",
     "sampler.n_points=64",
 ]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    """The body rows of the markdown tables in ``markdown``, cells stripped."""
+    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
 
 
 @pytest.fixture(scope="session")

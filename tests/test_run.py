@@ -115,6 +115,17 @@ def test_nan_loss_stops_with_diverged_status(make_cfg, tmp_path, monkeypatch):
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
+# A CLI run of a few steps on 2 shared cores.
+TINY_CLI = (
+    "steps=3",
+    "eval_every=3",
+    "model.width=8",
+    "model.depth=2",
+    "sampler.n_points=32",
+    "progress=false",
+)
+
+
 def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     return subprocess.run(
@@ -145,12 +156,7 @@ def test_cli_rejects_bad_input_with_key_named(tmp_path, override, needle):
 
 def test_cli_runs_a_few_steps(tmp_path, data_dir):
     result = _run_cli(
-        "steps=3",
-        "eval_every=3",
-        "model.width=8",
-        "model.depth=2",
-        "sampler.n_points=32",
-        "progress=false",
+        *TINY_CLI,
         f"data_dir={data_dir}",
         f"hydra.run.dir={tmp_path / 'cli'}",
         cwd=tmp_path,
@@ -169,12 +175,7 @@ def test_crashing_job_does_not_stop_a_multirun(tmp_path, data_dir):
             str(ROOT / "train.py"),
             "-m",
             f"data_dir={blocker / 'sub'},{data_dir}",
-            "steps=3",
-            "eval_every=3",
-            "model.width=8",
-            "model.depth=2",
-            "sampler.n_points=32",
-            "progress=false",
+            *TINY_CLI,
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
             "hydra.job.config.override_dirname.exclude_keys=[seed]",
         ],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import json
 import math
@@ -13,6 +12,8 @@ import pytest
 import yaml
 
 from pinn_exp import summary
+
+from .conftest import read_csv, table_rows
 
 _SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "summarize.py"
 _spec = importlib.util.spec_from_file_location("summarize_script", _SCRIPT)
@@ -54,16 +55,6 @@ def ok(rel_l2: float, **extra) -> dict:
         "rel_l2_u": rel_l2,
         **extra,
     }
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def table_rows(markdown: str) -> list[list[str]]:
-    lines = [line for line in markdown.splitlines() if line.startswith("|")]
-    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
 
 
 def test_groups_differ_only_in_seed_and_excluded_keys(tmp_path):

@@ -3,7 +3,6 @@ and the sweep presets and launcher configs composed the way Hydra composes them.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import os
@@ -22,8 +21,9 @@ from omegaconf import OmegaConf
 from pinn_exp import summary
 from pinn_exp.config import validate
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
+from .conftest import CONF_DIR, read_csv, table_rows
+
+ROOT = CONF_DIR.parent
 # A run of a few seconds; one thread per run, idle threads sleep (2 shared cores).
 TINY = [
     "steps=3",
@@ -53,16 +53,6 @@ def run_dirs(sweep_dir: Path) -> list[Path]:
 def overrides_of(run: Path) -> dict[str, str]:
     lines = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
     return dict(line.split("=", 1) for line in lines)
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def table_rows(markdown: str) -> list[list[str]]:
-    lines = [line for line in markdown.splitlines() if line.startswith("|")]
-    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
 
 
 # --- real sweeps -------------------------------------------------------------------------------
