@@ -25,8 +25,7 @@ from pinn_exp.config import ConfigError, validate
 from pinn_exp.gradients import conflict_diagnostics, per_term_gradients, write_direction
 from pinn_exp.logging import RunLogger, cosine_heatmap, points_figure
 from pinn_exp.problems.base import Problem
-
-CONFIG_FILE = "config.yaml"
+from pinn_exp.rundir import prepare
 
 
 @dataclass
@@ -75,28 +74,9 @@ def build(cfg: DictConfig) -> Parts:
     )
 
 
-def _prepare(cfg: DictConfig) -> tuple[DictConfig, Path, bool]:
-    """Resolve the config and the output folder; a resumed run takes its own saved config.
-
-    Returns the config, the run folder and whether this is a resumption.
-    """
-    if cfg.get("resume"):
-        run_dir = Path(cfg.resume).expanduser().resolve()
-        saved = run_dir / CONFIG_FILE
-        if not saved.is_file():
-            raise ConfigError(f"resume={cfg.resume!r} is not allowed: {saved} does not exist")
-        return OmegaConf.load(saved), run_dir, True
-    run_dir = Path(cfg.output_dir).expanduser().resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    resolved.output_dir = str(run_dir)
-    OmegaConf.save(resolved, run_dir / CONFIG_FILE)
-    return resolved, run_dir, False
-
-
 def train(cfg: DictConfig) -> dict:
     """Train one PINN; write metrics.json, prediction.h5, checkpoint.pt and TensorBoard events."""
-    cfg, run_dir, resuming = _prepare(cfg)
+    cfg, run_dir, resuming = prepare(cfg)
     parts = build(cfg)
     problem, model, sampler = parts.problem, parts.model, parts.sampler
     balancer, surgery, generator = parts.balancer, parts.surgery, parts.generator
