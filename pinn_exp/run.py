@@ -10,6 +10,7 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,9 +75,12 @@ def build(cfg: DictConfig) -> Parts:
     )
 
 
-def train(cfg: DictConfig) -> dict:
-    """Train one PINN; write metrics.json, prediction.h5, checkpoint.pt and TensorBoard events."""
-    cfg, run_dir, resuming = prepare(cfg)
+def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
+    """Train one PINN; write metrics.json, prediction.h5, checkpoint.pt and TensorBoard events.
+
+    ``overrides`` are the command line's ``key=value`` overrides; a resumed run checks them.
+    """
+    cfg, run_dir, resuming = prepare(cfg, overrides)
     parts = build(cfg)
     problem, model, sampler = parts.problem, parts.model, parts.sampler
     balancer, surgery, generator = parts.balancer, parts.surgery, parts.generator

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -11,8 +12,10 @@ from pinn_exp.config import ConfigError
 CONFIG_FILE = "config.yaml"
 
 
-def prepare(cfg: DictConfig) -> tuple[DictConfig, Path, bool]:
+def prepare(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[DictConfig, Path, bool]:
     """Resolve the config and the output folder; a resumed run takes its own saved config.
+
+    ``overrides`` are the command line's overrides (checked on resume).
 
     Returns the config, the run folder and whether this is a resumption.
     """
