@@ -1,4 +1,5 @@
-"""Adam with exponential learning-rate decay, and an optional L-BFGS phase after it."""
+"""The run's optimizer schedule: Adam with exponential decay, then optionally a quasi-Newton
+phase (:mod:`pinn_exp.phases`)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pinn_exp.phases import AdamPhase, QuasiNewtonPhase, QuasiNewtonSpec
 
-class AdamSchedule:
-    """Adam (Kingma & Ba 2015) with ``lr * decay_rate ** (step / decay_steps)``, then
-    ``lbfgs_steps`` L-BFGS iterations (Liu & Nocedal 1989) with a strong-Wolfe line search.
+
+class Schedule:
+    """Adam (Kingma & Ba 2015) with ``lr * decay_rate ** (step / decay_steps)`` for
+    ``adam_steps`` steps (``None``: the whole run), then, when ``quasi_newton`` is given, a
+    quasi-Newton phase for the rest of the run's ``steps``.
 
     Unknown physical parameters get their own parameter group and learning rate ``lr_unknown``,
     so an anchor ablation compares parameterisations, not step sizes. ``unknown_warmup`` holds
@@ -26,23 +30,24 @@ class AdamSchedule:
         decay_rate: float = 0.9,
         decay_steps: int = 1000,
         lr_unknown: float = 1e-3,
-        lbfgs_steps: int = 0,
-        lbfgs_lr: float = 1.0,
         unknown_warmup: int = 0,
         betas: Sequence[float] = (0.9, 0.999),
+        adam_steps: int | None = None,
+        quasi_newton: QuasiNewtonSpec | None = None,
     ):
         for name, value in [
             ("lr", lr),
             ("lr_unknown", lr_unknown),
-            ("lbfgs_lr", lbfgs_lr),
             ("decay_steps", decay_steps),
         ]:
             if not value > 0:
                 raise ValueError(f"optim.{name} must be > 0, got {value!r}")
         if not 0 < decay_rate <= 1:
             raise ValueError(f"optim.decay_rate must be in (0, 1], got {decay_rate!r}")
-        if lbfgs_steps < 0:
-            raise ValueError(f"optim.lbfgs_steps must be >= 0, got {lbfgs_steps!r}")
+        if adam_steps is not None and not (isinstance(adam_steps, int) and adam_steps >= 0):
+            raise ValueError(f"optim.adam_steps must be an integer >= 0, got {adam_steps!r}")
+        if adam_steps is None and quasi_newton is not None:
+            raise ValueError("optim.adam_steps must be set when optim.quasi_newton is")
         is_int = isinstance(unknown_warmup, int) and not isinstance(unknown_warmup, bool)
         if not (is_int and unknown_warmup >= 0):
             raise ValueError(
@@ -50,8 +55,20 @@ class AdamSchedule:
             )
         self.unknown_warmup = unknown_warmup
         self.lr, self.decay_rate, self.decay_steps = lr, decay_rate, decay_steps
-        self.lr_unknown, self.lbfgs_steps, self.lbfgs_lr = lr_unknown, lbfgs_steps, lbfgs_lr
-        self.betas = tuple(betas)
+        self.lr_unknown, self.betas = lr_unknown, tuple(betas)
+        self.adam_steps, self.quasi_newton = adam_steps, quasi_newton
+
+    def phases(
+        self, params: list[nn.Parameter], unknowns: list[nn.Parameter], steps: int
+    ) -> list[tuple[int, AdamPhase | QuasiNewtonPhase]]:
+        """The run's phases as ``(first step, phase)``, in order, for a run of ``steps``."""
+        adam_steps = steps if self.adam_steps is None else min(self.adam_steps, steps)
+        out: list[tuple[int, AdamPhase | QuasiNewtonPhase]] = []
+        if adam_steps > 0 or self.quasi_newton is None:
+            out.append((0, AdamPhase(*self.adam(params, unknowns))))
+        if self.quasi_newton is not None and adam_steps < steps:
+            out.append((adam_steps, self.quasi_newton.build([*params, *unknowns])))
+        return out
 
     def adam(self, params: list[nn.Parameter], unknowns: list[nn.Parameter]):
         groups = [{"params": params, "lr": self.lr}]
@@ -65,16 +82,10 @@ class AdamSchedule:
         factors = [lambda step: gamma**step, lambda step: gamma**step if step >= warmup else 0.0]
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
 
-    def lbfgs(self, params: list[nn.Parameter]) -> torch.optim.LBFGS:
-        # One iteration per call keeps the loop's step counter, logging and checkpoints working;
-        # the curvature history lives in the optimizer state and survives between calls.
-        return torch.optim.LBFGS(
-            params, lr=self.lbfgs_lr, max_iter=1, history_size=50, line_search_fn="strong_wolfe"
-        )
-
     def __repr__(self) -> str:
         return (
-            f"AdamSchedule(lr={self.lr}, decay_rate={self.decay_rate}, "
+            f"Schedule(lr={self.lr}, decay_rate={self.decay_rate}, "
             f"decay_steps={self.decay_steps}, lr_unknown={self.lr_unknown}, "
-            f"lbfgs_steps={self.lbfgs_steps}, unknown_warmup={self.unknown_warmup})"
+            f"unknown_warmup={self.unknown_warmup}, adam_steps={self.adam_steps}, "
+            f"quasi_newton={self.quasi_newton!r})"
         )

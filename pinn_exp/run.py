@@ -6,6 +6,7 @@ This is the one place that reads the config object: everything below takes plain
 from __future__ import annotations
 
 import json
+import logging
 import math
 import statistics
 import sys
@@ -20,13 +21,17 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pinn_exp import checkpoint
 from pinn_exp.config import ConfigError, validate
 from pinn_exp.gradients import conflict_diagnostics, per_term_gradients, write_direction
 from pinn_exp.logging import RunLogger, cosine_heatmap, points_figure
+from pinn_exp.phases import flatten
 from pinn_exp.problems.base import Problem
 from pinn_exp.rundir import prepare
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -86,10 +91,9 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
     balancer, surgery, generator = parts.balancer, parts.surgery, parts.generator
     unknown_params = list(problem.unknowns.parameters())
     params = [*model.parameters(), *unknown_params]
-    optimizer, scheduler = parts.schedule.adam(list(model.parameters()), unknown_params)
-    lbfgs_steps = parts.schedule.lbfgs_steps
-    lbfgs = parts.schedule.lbfgs(params) if lbfgs_steps else None
-    total_steps = cfg.steps + lbfgs_steps
+    phases = parts.schedule.phases(list(model.parameters()), unknown_params, cfg.steps)
+    refresh = getattr(parts.schedule.quasi_newton, "refresh_weights", False)
+    total_steps = cfg.steps
 
     # --- resume ---------------------------------------------------------------------------
     step, elapsed, step_times, weights = 0, 0.0, [], None
@@ -98,17 +102,15 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
         state = checkpoint.load(ckpt_path)
         model.load_state_dict(state["model"])
         problem.unknowns.load_state_dict(state["unknowns"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if lbfgs is not None:
-            lbfgs.load_state_dict(state["lbfgs"])
+        for (_, phase), phase_state in zip(phases, state["phases"]):
+            phase.load_state_dict(phase_state)
         sampler.load_state_dict(state["sampler"])
         balancer.load_state_dict(state["balancer"])
         surgery.load_state_dict(state["surgery"])
         generator.set_state(state["generator"])
         step, elapsed, step_times = state["step"], state["elapsed"], state["step_times"]
         weights = state["weights"]
-        print(f"resuming {run_dir} at step {step}", file=sys.stderr)
+        log.info("resuming %s at step %d", run_dir, step)
 
     logger = RunLogger(run_dir)
     logger.text("config", f"```\n{OmegaConf.to_yaml(cfg)}\n```")
@@ -121,9 +123,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
             {
                 "model": model.state_dict(),
                 "unknowns": problem.unknowns.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "lbfgs": lbfgs.state_dict() if lbfgs is not None else None,
+                "phases": [phase.state_dict() for _, phase in phases],
                 "sampler": sampler.state_dict(),
                 "balancer": balancer.state_dict(),
                 "surgery": surgery.state_dict(),
@@ -144,100 +144,113 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
         file=sys.stderr,
     )
     last_rel_l2 = float("nan")
-    while step < total_steps:
-        t0 = time.perf_counter()
-        in_lbfgs = step >= cfg.steps
-        log_now = step % cfg.log_every == 0
+    with logging_redirect_tqdm():
+        while step < total_steps:
+            t0 = time.perf_counter()
+            phase = [p for first, p in phases if first <= step][-1]
+            log_now = step % cfg.log_every == 0
+            diagnose = cfg.diagnostics and log_now
 
-        # --- 1. collocation points and 2. named loss terms ---------------------------------
-        x = sampler.points()
-        terms = problem.losses(model, x)
-        if names is None:
-            names = list(terms)
-            residual_mask = torch.tensor([n in problem.residual_terms for n in names])
-        losses = torch.stack(list(terms.values()))
-        if not torch.isfinite(losses).all():
-            status = "diverged"
-            bad = [n for n, v in zip(names, losses.tolist()) if not math.isfinite(v)]
-            message = f"non-finite loss term(s) {bad} at step {step}; last good checkpoint kept"
-            print(f"diverged: {message}", file=sys.stderr)
-            break
+            # --- 1. collocation points and 2. named loss terms ------------------------------
+            # A quasi-Newton phase evaluates the terms itself, along its line search; here they
+            # are needed only for Adam, for the diagnostics, or to set the weights it will use.
+            x = sampler.points()
+            grads = None
+            if phase.takes_direction or diagnose or weights is None:
+                terms = problem.losses(model, x)
+                if names is None:
+                    names = list(terms)
+                    residual_mask = torch.tensor([n in problem.residual_terms for n in names])
+                losses = torch.stack(list(terms.values()))
+                if not torch.isfinite(losses).all():
+                    status, message = "diverged", _diverged(names, losses, step)
+                    break
 
-        # --- 3./4. per-term gradients only when a module (or a diagnostic) needs them --------
-        needs_matrix = balancer.needs_gradients or surgery.needs_gradients
-        diagnose = cfg.diagnostics and log_now
-        grads = None
-        if (needs_matrix or diagnose) and not in_lbfgs:
-            grads = per_term_gradients(list(terms.values()), params)
-        if not in_lbfgs or weights is None:
-            weights = balancer.weights(
-                step, losses.detach(), grads, residual_mask, generator=generator
-            )
-        if in_lbfgs:
-            _lbfgs_step(lbfgs, problem, model, x, weights)
-        else:
-            optimizer.zero_grad(set_to_none=True)
-            if needs_matrix:
-                write_direction(params, surgery.combine(grads, weights.to(grads), generator))
+                # --- 3./4. per-term gradients only when a module (or a diagnostic) needs them
+                needs_matrix = balancer.needs_gradients or surgery.needs_gradients
+                if needs_matrix or diagnose:
+                    grads = per_term_gradients(list(terms.values()), params)
+                if phase.takes_direction or weights is None:
+                    weights = balancer.weights(
+                        step, losses.detach(), grads, residual_mask, generator=generator
+                    )
+            before = flatten(params) if grads is not None and log_now else None
+
+            # --- 5. the phase's update --------------------------------------------------------
+            if phase.takes_direction:
+                phase.zero_grad()
+                if needs_matrix:
+                    write_direction(params, surgery.combine(grads, weights.to(grads), generator))
+                else:
+                    # The fast path: one backward of the weighted sum, no K x P matrix.
+                    (weights.to(losses) * losses).sum().backward()
+                phase.step()
             else:
-                # The fast path: one backward of the weighted sum, no K x P matrix.
-                (weights.to(losses) * losses).sum().backward()
-            optimizer.step()
-            scheduler.step()
+                losses = phase.step(lambda x=x: problem.losses(model, x), weights)
+                if not torch.isfinite(losses).all():
+                    status, message = "diverged", _diverged(names, losses, step)
+                    break
 
-        # --- 6. sampler update, logging, evaluation, checkpoint -----------------------------
-        step += 1
-        if sampler.due(step):
-            sampler.update(lambda pts: problem.pointwise_residual(model, pts))
-        dt = time.perf_counter() - t0
-        step_times.append(dt)
-        elapsed += dt
+            # --- 6. sampler update, logging, evaluation, checkpoint -------------------------
+            step += 1
+            if sampler.due(step):
+                sampler.update(lambda pts: problem.pointwise_residual(model, pts))
+                if not phase.takes_direction:
+                    phase.objective_changed()
+                    if refresh:
+                        weights = None  # recomputed from the balancer on the new points
+            dt = time.perf_counter() - t0
+            step_times.append((phase.name, dt))
+            elapsed += dt
 
-        if log_now:
-            scalars = {f"loss/{n}": v for n, v in zip(names, losses.tolist())}
-            scalars["loss/total"] = float((weights.to(losses) * losses.detach()).sum())
-            scalars |= {f"weight/{n}": float(w) for n, w in zip(names, weights.tolist())}
-            scalars["lr"] = optimizer.param_groups[0]["lr"]
-            scalars |= {f"unknown/{k}": v for k, v in problem.unknown_values().items()}
-            if grads is not None:
-                diag = conflict_diagnostics(grads)
-                scalars |= {f"grad_norm/{n}": float(g) for n, g in zip(names, diag["norms"])}
-                scalars["grad/norm_ratio"] = float(diag["norm_ratio"])
-                scalars["grad/conflict_fraction"] = float(diag["conflict_fraction"])
-                cos = np.asarray(diag["cosine"])
-                for i in range(len(names)):
-                    for j in range(i + 1, len(names)):
-                        scalars[f"cosine/{names[i]}__{names[j]}"] = float(cos[i, j])
-                if (step - 1) % cfg.eval_every == 0:  # the log step that starts each eval period
-                    logger.figure("grad/cosines", cosine_heatmap(cos, names), step)
-            logger.scalars(scalars, step)
-            shown = "-" if math.isnan(last_rel_l2) else f"{last_rel_l2:.3e}"  # before 1st eval
-            progress.set_postfix(loss=f"{scalars['loss/total']:.3e}", rel_l2=shown)
+            if log_now:
+                scalars = {f"loss/{n}": v for n, v in zip(names, losses.tolist())}
+                scalars["loss/total"] = float((weights.to(losses) * losses.detach()).sum())
+                scalars |= {f"weight/{n}": float(w) for n, w in zip(names, weights.tolist())}
+                scalars |= phase.scalars()
+                scalars |= {f"unknown/{k}": v for k, v in problem.unknown_values().items()}
+                if grads is not None:
+                    scalars |= _gradient_scalars(grads, names, phase, flatten(params) - before)
+                    if (step - 1) % cfg.eval_every == 0:  # the log step starting each eval period
+                        cos = conflict_diagnostics(grads)["cosine"]
+                        logger.figure("grad/cosines", cosine_heatmap(np.asarray(cos), names), step)
+                logger.scalars(scalars, step)
+                shown = "-" if math.isnan(last_rel_l2) else f"{last_rel_l2:.3e}"  # before eval 1
+                progress.set_postfix(
+                    phase=phase.name, loss=f"{scalars['loss/total']:.3e}", rel_l2=shown
+                )
 
-        if step % cfg.eval_every == 0 or step == total_steps:
-            evaluation = problem.evaluate(model)
-            last_rel_l2 = evaluation.metrics["rel_l2"]
-            logger.scalars(evaluation.metrics, step, prefix="eval/")
-            logger.figure("eval/fields", problem.figure(evaluation), step)
-            logger.figure(
-                "eval/collocation",
-                points_figure(sampler.points().detach().cpu().numpy(), problem.point_labels),
-                step,
-            )
-            tqdm.write(
-                f"step {step}/{total_steps}: loss {float(losses.detach().sum()):.3e}, "
-                f"rel_l2 {last_rel_l2:.3e}, {len(step_times) / elapsed:.1f} steps/s",
-                file=sys.stderr,
-            )
-        if step % cfg.checkpoint_every == 0 or step == total_steps:
-            save_checkpoint()
-        progress.update(1)
+            if step % cfg.eval_every == 0 or step == total_steps:
+                evaluation = problem.evaluate(model)
+                last_rel_l2 = evaluation.metrics["rel_l2"]
+                logger.scalars(evaluation.metrics, step, prefix="eval/")
+                logger.scalars({"eval/wall_time_s": elapsed}, step)
+                logger.figure("eval/fields", problem.figure(evaluation), step)
+                logger.figure(
+                    "eval/collocation",
+                    points_figure(sampler.points().detach().cpu().numpy(), problem.point_labels),
+                    step,
+                )
+                log.info(
+                    "step %d/%d (%s): loss %.3e, rel_l2 %.3e, %.1f steps/s, %.0f s",
+                    step,
+                    total_steps,
+                    phase.name,
+                    float(losses.detach().sum()),
+                    last_rel_l2,
+                    len(step_times) / elapsed,
+                    elapsed,
+                )
+            if step % cfg.checkpoint_every == 0 or step == total_steps:
+                save_checkpoint()
+            progress.update(1)
     progress.close()
 
     # --- outputs ---------------------------------------------------------------------------
     # A diverged model is not evaluated; a completed one was at its last step, unless a resumed
     # run found nothing left to do.
     if status != "completed":
+        log.error("diverged: %s", message)
         evaluation = None
     elif evaluation is None:
         evaluation = problem.evaluate(model)
@@ -245,8 +258,14 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
         "status": status,
         "steps": step,
         "wall_time_s": elapsed,
-        "step_time_ms": 1e3 * statistics.median(step_times) if step_times else float("nan"),
+        "step_time_ms": _median_ms([dt for _, dt in step_times]),
     }
+    # Per phase: an Adam step and a quasi-Newton iteration (line search included) differ in cost.
+    for _, phase in phases:
+        metrics[f"step_time_ms_{phase.name}"] = _median_ms(
+            [dt for name, dt in step_times if name == phase.name]
+        )
+        metrics |= phase.summary()
     if message:
         metrics["message"] = message
     if evaluation is not None:
@@ -256,28 +275,52 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     logger.close()
     if evaluation is not None:
-        print(
-            f"final rel_l2 = {metrics['rel_l2']:.4e} after {step} steps "
-            f"({elapsed:.1f} s); outputs in {run_dir}",
-            file=sys.stderr,
+        log.info(
+            "final rel_l2 = %.4e after %d steps (%.1f s); outputs in %s",
+            metrics["rel_l2"],
+            step,
+            elapsed,
+            run_dir,
         )
     return metrics
 
 
-def _lbfgs_step(lbfgs, problem: Problem, model, x, weights) -> None:
-    """One L-BFGS iteration on the weighted sum, weights frozen at the end of Adam.
+def _median_ms(times: list[float]) -> float:
+    return 1e3 * statistics.median(times) if times else float("nan")
 
-    L-BFGS needs a loss to line-search, so surgery (which has no loss) is off in this phase.
+
+def _diverged(names: list[str] | None, losses: torch.Tensor, step: int) -> str:
+    bad = [n for n, v in zip(names or [], losses.tolist()) if not math.isfinite(v)]
+    return f"non-finite loss term(s) {bad} at step {step}; last good checkpoint kept"
+
+
+def _gradient_scalars(grads: torch.Tensor, names: list[str], phase, update: torch.Tensor) -> dict:
+    """Norms, pairwise cosines and conflicts of the term gradients (Type I/II), and how they
+    align with the update actually taken.
+
+    ``align/<term>`` is the cosine between the term's negative gradient and the update (> 0: the
+    step decreases that term to first order). ``align/score`` is the gradient-alignment score of
+    Wang et al. 2025 ("Gradient alignment in physics-informed neural networks: a second-order
+    optimization perspective"), ``2 ||mean_i u_i||^2 - 1`` over the unit vectors ``u_i`` of the
+    terms' preconditioned directions (Adam's diagonal, or the quasi-Newton H): 1 when all terms
+    would move the parameters the same way, -1 for two opposite terms.
     """
-
-    def closure():
-        lbfgs.zero_grad()
-        terms = torch.stack(list(problem.losses(model, x).values()))
-        loss = (weights.to(terms) * terms).sum()
-        loss.backward()
-        return loss
-
-    lbfgs.step(closure)
+    diag = conflict_diagnostics(grads)
+    out = {f"grad_norm/{n}": float(g) for n, g in zip(names, diag["norms"])}
+    out["grad/norm_ratio"] = float(diag["norm_ratio"])
+    out["grad/conflict_fraction"] = float(diag["conflict_fraction"])
+    cos = np.asarray(diag["cosine"])
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            out[f"cosine/{names[i]}__{names[j]}"] = float(cos[i, j])
+    unit = update / update.norm().clamp_min(1e-300)
+    norms = grads.norm(dim=1).clamp_min(1e-300)
+    for n, c in zip(names, (-(grads @ unit) / norms).tolist()):
+        out[f"align/{n}"] = c
+    directions = phase.precondition(grads)
+    u = directions / directions.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    out["align/score"] = float(2 * u.mean(0).square().sum() - 1)
+    return out
 
 
 def _write_prediction(path: Path, evaluation, artifacts: dict, cfg: DictConfig) -> None:

@@ -15,9 +15,10 @@ to one configuration. Per configuration:
   the run later diverges); ``wall_time_s``: mean over the n completed runs.
 
 Plots (PNG, from the TensorBoard events): ``error_vs_step.png`` (``eval/rel_l2``, mean over
-seeds with min-max band), ``final_error.png`` (mean with std error bars, seeds as dots, one panel
-per error metric) and, for inverse problems, ``unknown_<name>.png`` (``unknown/<name>`` against
-its true value ``<name>_true``).
+seeds with min-max band), ``error_vs_time.png`` (the same against the mean wall time,
+``eval/wall_time_s``, so that optimizers of different step cost compare), ``final_error.png``
+(mean with std error bars, seeds as dots, one panel per error metric) and, for inverse
+problems, ``unknown_<name>.png`` (``unknown/<name>`` against its true value ``<name>_true``).
 """
 
 from __future__ import annotations
@@ -352,7 +353,11 @@ def _colors(n: int):
     return [cmap(i % cmap.N) for i in range(n)]
 
 
-def _curve_plot(groups, scalars, tag, columns, path, ylabel, true=None, log=True) -> bool:
+def _curve_plot(
+    groups, scalars, tag, columns, path, ylabel, true=None, log=True, x_tag=None
+) -> bool:
+    """One curve per group of ``tag`` against the step, or against ``x_tag`` (its mean over the
+    seeds at each step, e.g. the wall time)."""
     import matplotlib.pyplot as plt
 
     many = len(groups) > 6  # legend outside, on the right
@@ -363,6 +368,14 @@ def _curve_plot(groups, scalars, tag, columns, path, ylabel, true=None, log=True
         if curve is None:
             continue
         steps, mean, lo, hi = curve
+        if x_tag is not None:
+            xs = _seed_curves(group, scalars, x_tag)
+            if xs is None:
+                continue
+            at = dict(zip(xs[0], xs[1]))
+            keep = [i for i, s in enumerate(steps) if s in at]
+            steps = [at[steps[i]] for i in keep]
+            mean, lo, hi = ([v[i] for i in keep] for v in (mean, lo, hi))
         ax.plot(
             steps,
             mean,
@@ -379,7 +392,8 @@ def _curve_plot(groups, scalars, tag, columns, path, ylabel, true=None, log=True
     values = [v for line in ax.get_lines() for v in line.get_ydata()]
     if log and values and min(values) > 0:
         ax.set_yscale("log")
-    ax.set(xlabel="step", ylabel=ylabel, title=f"{ylabel}: mean over seeds, band = min..max")
+    xlabel = "step" if x_tag is None else f"{x_tag.split('/', 1)[1]} (mean over seeds)"
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{ylabel}: mean over seeds, band = min..max")
     ax.grid(True, which="both", alpha=0.3)
     if many:
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
@@ -451,6 +465,10 @@ def make_plots(root: Path, groups: list[Group], rows: list[dict]) -> list[Path]:
     written = []
     path = root / "error_vs_step.png"
     if _curve_plot(groups, scalars, f"eval/{HEADLINE}", columns, path, HEADLINE):
+        written.append(path)
+    path = root / "error_vs_time.png"
+    wall = "eval/wall_time_s"
+    if _curve_plot(groups, scalars, f"eval/{HEADLINE}", columns, path, HEADLINE, x_tag=wall):
         written.append(path)
     metrics = [m for m in error_metrics(runs) if not m.endswith("_pred")]
     path = root / "final_error.png"

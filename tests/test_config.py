@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
-from pinn_exp.config import ConfigError
+from pinn_exp.config import ConfigError, PathError, check_command_line, writable_folder
 from pinn_exp.run import build
 
 from .conftest import CONF_DIR
@@ -68,3 +69,63 @@ def test_config_tree_has_design_groups():
     for path in CONF_DIR.glob("*/*.yaml"):
         first = Path(path).read_text().splitlines()[0]
         assert first.startswith("#"), f"{path} must start with a comment naming its method"
+
+
+# --- folders and the command line, checked before anything is created ---------------------------
+def test_writable_folder(tmp_path):
+    made = writable_folder("data_dir", tmp_path / "a" / "b")
+    assert made == tmp_path / "a" / "b" and made.is_dir() and not list(made.iterdir())
+    assert writable_folder("x", tmp_path / "c" / "d", create=False) == tmp_path / "c" / "d"
+    assert not (tmp_path / "c").exists()  # create=False makes nothing
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(PathError, match=r"^data_dir='.*a_file' is not allowed: it exists and is"):
+        writable_folder("data_dir", blocker)
+    with pytest.raises(PathError, match=r"hydra.run.dir=.*a_file is a file; a writable folder"):
+        writable_folder("hydra.run.dir", blocker / "run", create=False)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["noise.level=-0.1"], "noise.level=-0.1 is not allowed: noise=none has no key 'level'"),
+        (["model=nonexistent"], "model='nonexistent' is not allowed: one of mlp, siren"),
+        (["hydra/launcher=nope"], "hydra/launcher='nope' is not allowed: one of basic,"),
+        (["steps=[1"], "'steps=[1' is not allowed: no viable alternative"),
+        (["steps=0,1"], "Ambiguous value for argument 'steps=0,1'"),
+        (["steps=${nowhere}"], "steps is not allowed: Interpolation key 'nowhere' not found"),
+        (["model.width=-3"], "model.width=-3 is not allowed: a positive integer"),
+    ],
+)
+def test_command_line_rejections_are_one_line(tmp_path, overrides, message):
+    with pytest.raises(ConfigError) as err:
+        check_command_line(CONF_DIR, [f"data_dir={tmp_path}", *overrides])
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert HydraConfig.instance().cfg is None  # left as it was found
+
+
+def test_command_line_of_a_run(tmp_path):
+    run_dir = tmp_path / "out" / "run"
+    checked = check_command_line(
+        CONF_DIR, [f"data_dir={tmp_path / 'data'}", f"hydra.run.dir={run_dir}", "steps=3"]
+    )
+    assert (checked.run_dir, checked.existed, checked.created_root) == (
+        run_dir,
+        False,
+        tmp_path / "out",
+    )
+    assert checked.pin == f"hydra.run.dir={run_dir}"
+    assert (tmp_path / "data").is_dir() and not (tmp_path / "out").exists()
+
+
+def test_command_line_of_a_multirun_checks_each_job(tmp_path):
+    common = [f"data_dir={tmp_path}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    assert check_command_line(CONF_DIR, [*common, "seed=0,1", "model=mlp,siren"], multirun=True)
+    with pytest.raises(ConfigError, match="model.width=0 is not allowed"):
+        check_command_line(CONF_DIR, [*common, "model.width=8,0"], multirun=True)
+    # a preset's own sweep (hydra.sweeper.params: balancer=none,ema) is expanded too; the base
+    # config (balancer=ema) takes balancer.alpha, the jobs with balancer=none do not
+    preset = [*common, "experiment=ablation_allen_cahn_cpu", "balancer.alpha=0.9"]
+    with pytest.raises(ConfigError, match="balancer.alpha=0.9 is not allowed: balancer=none has"):
+        check_command_line(CONF_DIR, preset, multirun=True)
+    assert not (tmp_path / "sweep").exists()

@@ -194,15 +194,16 @@ def test_plots_from_tensorboard_events(tmp_path):
                 writer.add_scalar("eval/rel_l2", 1.0 / step + seed, step)
                 writer.add_scalar("unknown/re", 50.0 + step + seed, step)
                 writer.add_scalar("loss/pde", 1.0, step)
+                writer.add_scalar("eval/wall_time_s", 2.0 * step + seed, step)
             writer.add_scalar("eval/rel_l2", 7.0, 30)  # logged twice (resume): the last wins
             writer.close()
             curves[(balancer, seed)] = run
     scalars = summary.load_scalars(curves[("ema", 1)])
-    assert set(scalars) == {"eval/rel_l2", "unknown/re"}
+    assert set(scalars) == {"eval/rel_l2", "eval/wall_time_s", "unknown/re"}
     assert scalars["eval/rel_l2"] == ([10, 20, 30], pytest.approx([1.1, 1.05, 7.0]))
 
     text = summary.summarize(tmp_path)
-    for name in ("error_vs_step.png", "final_error.png", "unknown_re.png"):
+    for name in ("error_vs_step.png", "error_vs_time.png", "final_error.png", "unknown_re.png"):
         assert (tmp_path / name).stat().st_size > 1000
         assert f"({name})" in text
 
@@ -212,6 +213,16 @@ def test_plots_from_tensorboard_events(tmp_path):
     )
     assert steps == [10, 20, 30]
     assert mean == pytest.approx([60.5, 70.5, 80.5]) and lo == [60, 70, 80] and hi == [61, 71, 81]
+    # against the wall time: the x values are the seeds' mean wall time at each step
+    import matplotlib.pyplot as plt
+
+    scalars = {r.path: summary.load_scalars(r.path) for r in group.runs}
+    path = tmp_path / "t.png"
+    drawn = summary._curve_plot(
+        [group], scalars, "eval/rel_l2", [], path, "e", x_tag="eval/wall_time_s"
+    )
+    assert drawn and path.stat().st_size > 1000
+    plt.close("all")
 
 
 def test_mean_std_ignores_non_finite():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pinn_exp.reference.cache import read_cached, write_atomic_h5
+from pinn_exp.reference.cache import MODIFIED, read_cached, report, write_atomic_h5
 from pinn_exp.reference.checks import check_float as _check_float
 from pinn_exp.reference.checks import check_positive_int as _check_positive_int
 
@@ -194,7 +194,7 @@ def load_or_build_allen_cahn(
     dt: float = 1e-4,
     t_end: float = 1.0,
     n_snapshots: int = 201,
-    log: Callable[[str], object] = print,
+    log: Callable[[str], object] | None = None,
     force: bool = False,
 ) -> AllenCahnReference:
     """Return the Allen-Cahn reference, from the HDF5 cache at ``path`` when it is valid.
@@ -202,9 +202,12 @@ def load_or_build_allen_cahn(
     The file holds datasets ``t``, ``x``, ``u`` and, as root attributes, every parameter plus
     a format version. It is built (and written atomically, creating parent folders) when it is
     missing, was made with other parameters, or is corrupt: not HDF5, missing datasets, wrong
-    shapes, non-finite values or a grid that does not match. Each rebuild is reported through
-    ``log`` with the file name and the reason. ``force=True`` rebuilds unconditionally.
-    Arguments as in :func:`solve_allen_cahn` (Kassam & Trefethen 2005).
+    shapes, non-finite values, values that no longer match their stored checksum, no checksum
+    (a cache from before checksums) or a grid that does not match. Each rebuild is reported with
+    the file name and the reason through ``log``, by default the ``pinn_exp.reference`` logger
+    (see :func:`~pinn_exp.reference.cache.report`; a changed checksum as a warning).
+    ``force=True`` rebuilds unconditionally. Arguments as in :func:`solve_allen_cahn` (Kassam &
+    Trefethen 2005).
     """
     path = Path(path)
     d, k, n, dt, t_end, n_snapshots, _ = _validate(d, k, n, dt, t_end, n_snapshots)
@@ -233,13 +236,13 @@ def load_or_build_allen_cahn(
             if np.allclose(arrays["t"], t, rtol=0, atol=1e-12) and np.allclose(
                 arrays["x"], x, rtol=0, atol=1e-12
             ):
-                log(f"allen_cahn reference: reusing {path}")
+                report(f"allen_cahn reference: reusing {path}", log)
                 return AllenCahnReference(
                     t=arrays["t"], x=arrays["x"], u=arrays["u"].astype(np.float64), d=d, k=k
                 )
             reason = "the stored t or x grid does not match the parameters"
 
-    log(f"allen_cahn reference: building {path} ({reason})")
+    report(f"allen_cahn reference: building {path} ({reason})", log, warning=MODIFIED in reason)
     ref = solve_allen_cahn(d=d, k=k, n=n, dt=dt, t_end=t_end, n_snapshots=n_snapshots)
     write_atomic_h5(path, {"t": ref.t, "x": ref.x, "u": ref.u}, attrs)
     return ref

@@ -1,10 +1,12 @@
 """Small HDF5 cache for reference solutions.
 
 A reference solution is a set of named arrays plus the parameters that produced it. The
-parameters are stored as HDF5 attributes on the root group; a cached file is reused only when
-every expected attribute matches and every required dataset is present, has the expected
-shape and holds finite values. Anything else (missing file, other parameters, a file that is
-not HDF5, a truncated write) is reported as a reason string so the caller can rebuild.
+parameters are stored as HDF5 attributes on the root group, and every dataset carries the
+SHA-256 checksum of its dtype, shape and bytes (attribute ``sha256``); a cached file is reused
+only when every expected attribute matches and every required dataset is present, has the
+expected shape, holds finite values and matches its checksum. Anything else (missing file,
+other parameters, a file that is not HDF5, a truncated write, values changed after writing, a
+file from before checksums) is reported as a reason string so the caller can rebuild.
 
 Dataset names may contain ``/`` to nest them in groups (e.g. ``"mesh/points"``), which h5py
 creates on write and resolves on read.
@@ -12,20 +14,62 @@ creates on write and resolves on read.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import h5py
 import numpy as np
 
-__all__ = ["CacheLookup", "read_cached", "write_atomic_h5"]
+__all__ = [
+    "CHECKSUM_ATTR",
+    "MODIFIED",
+    "CacheLookup",
+    "checksum",
+    "read_cached",
+    "report",
+    "write_atomic_h5",
+]
 
 # A required shape: None accepts any shape; a tuple whose entries are ints or None (any length
 # along that axis), e.g. (None, 3) for a list of triangles.
 Shape = tuple[int | None, ...] | None
+
+# The dataset attribute holding the checksum written by write_atomic_h5.
+CHECKSUM_ATTR = "sha256"
+
+_log = logging.getLogger("pinn_exp.reference")
+
+
+# Part of the reason read_cached gives for a dataset whose values no longer match its checksum.
+MODIFIED = "its values changed after it was written"
+
+
+def report(
+    message: str, log: Callable[[str], object] | None = None, *, warning: bool = False
+) -> None:
+    """Send a reference message to ``log``; by default to the ``pinn_exp.reference`` logger when
+    logging is set up (a Hydra run, pytest), else to stdout (a plain script such as
+    make_reference.py). ``warning`` raises the logger's level from INFO to WARNING."""
+    if log is not None:
+        log(message)
+    elif _log.hasHandlers():
+        _log.log(logging.WARNING if warning else logging.INFO, message)
+    else:
+        print(message)
+
+
+def checksum(array: np.ndarray) -> str:
+    """SHA-256 of an array's dtype, shape and bytes (little-endian, C order), as hex."""
+    array = np.ascontiguousarray(array)
+    array = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 class CacheLookup(NamedTuple):
@@ -105,6 +149,18 @@ def read_cached(
                 data = obj[()]
                 if np.issubdtype(data.dtype, np.inexact) and not np.all(np.isfinite(data)):
                     return CacheLookup(None, f"dataset {name!r} contains non-finite values")
+                stored = obj.attrs.get(CHECKSUM_ATTR)
+                if isinstance(stored, bytes):
+                    stored = stored.decode("ascii", errors="replace")
+                if stored is None:
+                    return CacheLookup(
+                        None, f"dataset {name!r} has no checksum (a cache from before checksums)"
+                    )
+                if stored != checksum(data):
+                    return CacheLookup(
+                        None,
+                        f"dataset {name!r} does not match its checksum ({MODIFIED})",
+                    )
                 arrays[name] = np.asarray(data)
     # h5py reports unreadable, truncated or non-HDF5 files as OSError, and malformed objects
     # as KeyError/ValueError/TypeError; all of them just mean "rebuild".
@@ -117,6 +173,8 @@ def write_atomic_h5(
     path: str | Path, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]
 ) -> None:
     """Write ``arrays`` as datasets and ``attrs`` as root attributes to ``path``, atomically.
+
+    Each dataset gets its :func:`checksum` (of the values as stored) as attribute ``sha256``.
 
     The file is written to a temporary file in the same folder and moved into place with
     :func:`os.replace`, so a reader (or a concurrent run) sees either the old file or the
@@ -132,7 +190,8 @@ def write_atomic_h5(
             for name, value in attrs.items():
                 f.attrs[name] = value
             for name, array in arrays.items():
-                f.create_dataset(name, data=np.asarray(array))
+                dataset = f.create_dataset(name, data=np.asarray(array))
+                dataset.attrs[CHECKSUM_ATTR] = checksum(dataset[()])
         # fsync before the rename so a crash cannot leave a complete-looking but empty file.
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())

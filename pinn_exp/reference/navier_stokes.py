@@ -36,11 +36,13 @@ relative; see ``scripts/dfg_validation.py``.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +59,7 @@ from skfem import (
 )
 from skfem.helpers import ddot, div, dot, grad, mul
 
-from pinn_exp.reference.cache import read_cached, write_atomic_h5
+from pinn_exp.reference.cache import MODIFIED, read_cached, report, write_atomic_h5
 from pinn_exp.reference.checks import check_float as _check_float
 from pinn_exp.reference.locate import TriangleLocator, interpolate
 from pinn_exp.reference.mesh import (
@@ -376,6 +378,20 @@ def _solve_on(
     return x
 
 
+@contextmanager
+def _quiet_skfem() -> Iterator[None]:
+    """scikit-fem logs an INFO line per assembly (32 on a first build, printed under Hydra's
+    logging set-up): keep only its warnings while the solver runs."""
+    logger = logging.getLogger("skfem")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@_quiet_skfem()
 def solve_navier_stokes(
     re: float = 100.0,
     u_max: float = 1.5,
@@ -484,6 +500,7 @@ def _reference(
     return ref if eval_values is not None else replace(ref, eval_values=ref.evaluate(pts))
 
 
+@_quiet_skfem()
 def drag_lift_dp(ref: NavierStokesReference) -> tuple[float, float, float]:
     """DFG drag and lift coefficients and pressure difference of a solution.
 
@@ -533,7 +550,7 @@ def load_or_build_navier_stokes(
     re_steps: Sequence[float] = (30.0,),
     tol: float = 1e-10,
     eval_spacing: float = 0.01,
-    log: Callable[[str], object] = print,
+    log: Callable[[str], object] | None = None,
     force: bool = False,
 ) -> NavierStokesReference:
     """Return the Navier-Stokes reference, from the HDF5 cache at ``path`` when it is valid.
@@ -545,11 +562,15 @@ def load_or_build_navier_stokes(
     path to the same solution). It is rebuilt (and written atomically, creating parent
     folders) when it is missing, was made with other parameters or is corrupt: not HDF5,
     missing datasets, inconsistent shapes, non-finite values, out-of-range cells or another
-    evaluation grid. Each rebuild is reported through ``log`` with the file name and the
-    reason; ``force=True`` rebuilds unconditionally. Arguments as in
+    evaluation grid, values that no longer match their stored checksum or no checksum (a cache
+    from before checksums). Each rebuild is reported with the file name and the reason through
+    ``log``, by default the ``pinn_exp.reference`` logger (see
+    :func:`~pinn_exp.reference.cache.report`; a changed checksum as a warning), as are the
+    solver's progress lines; ``force=True`` rebuilds unconditionally. Arguments as in
     :func:`solve_navier_stokes` (Schaefer & Turek 1996).
     """
     path = Path(path)
+    say = partial(report, log=log)
     re, u_max, length, refinement, eval_spacing = _validate(
         re, u_max, length, refinement, eval_spacing
     )
@@ -591,7 +612,7 @@ def load_or_build_navier_stokes(
         if arrays is not None:
             reason = _inconsistency(arrays, pts)
             if not reason:
-                log(f"navier_stokes reference: reusing {path}")
+                say(f"navier_stokes reference: reusing {path}")
                 return _reference(
                     arrays["nodes"].astype(np.float64),
                     arrays["cells"].astype(np.int64),
@@ -604,7 +625,7 @@ def load_or_build_navier_stokes(
                     eval_values=arrays["eval_values"].astype(np.float64),
                 )
 
-    log(f"navier_stokes reference: building {path} ({reason})")
+    say(f"navier_stokes reference: building {path} ({reason})", warning=MODIFIED in reason)
     ref = solve_navier_stokes(
         re=re,
         u_max=u_max,
@@ -613,7 +634,7 @@ def load_or_build_navier_stokes(
         re_steps=re_steps,
         tol=tol,
         eval_spacing=eval_spacing,
-        log=log,
+        log=say,
     )
     arrays = {
         name: getattr(ref, name)

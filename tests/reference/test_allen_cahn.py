@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import h5py
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from pinn_exp.reference.allen_cahn import (
     load_or_build_allen_cahn,
     solve_allen_cahn,
 )
-from pinn_exp.reference.cache import read_cached, write_atomic_h5
+from pinn_exp.reference.cache import CHECKSUM_ATTR, checksum, read_cached, write_atomic_h5
 
 # Cheap parameters for the cache tests: 20 steps on 64 points.
 SMALL = {"n": 64, "dt": 1e-3, "t_end": 0.01, "n_snapshots": 3}
@@ -236,6 +238,12 @@ def _nan_u(path) -> None:
         f["u"][1, 3] = np.nan
 
 
+def _flip_u(path) -> None:
+    """One stored value changed in place: shape, dtype and finiteness all still fine."""
+    with h5py.File(path, "a") as f:
+        f["u"][1, 3] = -f["u"][1, 3] + 1e-3
+
+
 def _truncate(path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -249,6 +257,7 @@ def _truncate(path) -> None:
         (_drop_u, "dataset 'u' is missing"),
         (_reshape_u, "dataset 'u' has shape"),
         (_nan_u, "non-finite"),
+        (_flip_u, "dataset 'u' does not match its checksum"),
     ],
 )
 def test_corrupt_cache_is_reported_and_rebuilt(tmp_path, counted_solves, corrupt, why) -> None:
@@ -264,6 +273,45 @@ def test_corrupt_cache_is_reported_and_rebuilt(tmp_path, counted_solves, corrupt
     # The rebuilt file is valid again.
     load_or_build_allen_cahn(path, log=lambda m: None, **SMALL)
     assert len(counted_solves) == 2
+
+
+def test_changed_value_is_rebuilt_with_a_warning(tmp_path, counted_solves, caplog) -> None:
+    """With the default log, a cache whose values changed is reported through logging."""
+    path = tmp_path / "ac.h5"
+    good = load_or_build_allen_cahn(path, **SMALL)
+    with h5py.File(path, "r") as f:
+        assert all(f[n].attrs[CHECKSUM_ATTR] == checksum(f[n][()]) for n in ("t", "x", "u"))
+    _flip_u(path)
+    caplog.set_level(logging.INFO, logger="pinn_exp.reference")
+    rebuilt = load_or_build_allen_cahn(path, **SMALL)
+    assert len(counted_solves) == 2
+    (record,) = [r for r in caplog.records if "building" in r.getMessage()]
+    assert record.name == "pinn_exp.reference" and record.levelno == logging.WARNING
+    assert str(path) in record.getMessage() and "values changed" in record.getMessage()
+    np.testing.assert_array_equal(rebuilt.u, good.u)
+
+
+def test_cache_without_checksums_is_rebuilt_once(tmp_path, counted_solves) -> None:
+    path = tmp_path / "ac.h5"
+    load_or_build_allen_cahn(path, log=lambda m: None, **SMALL)
+    with h5py.File(path, "a") as f:  # as written before checksums were stored
+        for name in ("t", "x", "u"):
+            del f[name].attrs[CHECKSUM_ATTR]
+    messages: list[str] = []
+    load_or_build_allen_cahn(path, log=messages.append, **SMALL)
+    load_or_build_allen_cahn(path, log=messages.append, **SMALL)
+    assert len(counted_solves) == 2
+    assert "has no checksum" in messages[0] and "reusing" in messages[1]
+
+
+def test_checksum_covers_dtype_shape_and_bytes() -> None:
+    a = np.arange(6.0)
+    assert checksum(a) == checksum(a.copy()) == checksum(a.astype(">f8"))
+    assert checksum(a) != checksum(a.reshape(2, 3))
+    assert checksum(a) != checksum(a.astype(np.float32))
+    b = a.copy()
+    b[4] = np.nextafter(b[4], 10)
+    assert checksum(a) != checksum(b)
 
 
 def test_generic_cache_nested_names_and_free_axes(tmp_path) -> None:

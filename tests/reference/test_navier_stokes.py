@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 
@@ -9,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
+from pinn_exp.reference.cache import CHECKSUM_ATTR, checksum
 from pinn_exp.reference.mesh import (
     CYLINDER_CENTER,
     CYLINDER_RADIUS,
@@ -259,13 +261,35 @@ def test_cache_round_trip_and_rebuilds(tmp_path):
 def test_cache_rejects_inconsistent_arrays(tmp_path):
     path = tmp_path / "ns.h5"
     load_or_build_navier_stokes(path, **TINY, log=lambda _: None)
-    with h5py.File(path, "r+") as f:
+    with h5py.File(path, "r+") as f:  # as a faulty writer would, with a matching checksum
         cells = f["cells"][()]
         cells[0, 0] = 10**7
         f["cells"][...] = cells
+        f["cells"].attrs[CHECKSUM_ATTR] = checksum(cells)
     lines: list[str] = []
     load_or_build_navier_stokes(path, **TINY, log=lines.append)
     assert "building" in lines[0] and "out of range" in lines[0]
+
+
+def test_cache_checksums_and_a_quiet_solver(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    path = tmp_path / "ns.h5"
+    load_or_build_navier_stokes(path, **TINY)
+    # scikit-fem's per-assembly INFO lines are silenced; the solver's own progress goes through
+    # the pinn_exp.reference logger
+    assert not [r for r in caplog.records if r.name.startswith("skfem")]
+    assert any("navier_stokes: done" in r.getMessage() for r in caplog.records)
+    assert logging.getLogger("skfem").level == logging.NOTSET  # restored
+    with h5py.File(path, "r+") as f:
+        f["v"][5] += 1e-9
+    caplog.clear()
+    load_or_build_navier_stokes(path, **TINY)
+    (record,) = [r for r in caplog.records if "building" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert "dataset 'v' does not match its checksum" in record.getMessage()
+    lines: list[str] = []
+    load_or_build_navier_stokes(path, **TINY, log=lines.append)
+    assert lines == [f"navier_stokes reference: reusing {path}"]
 
 
 def test_cache_bad_arguments(tmp_path):
