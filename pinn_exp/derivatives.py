@@ -21,16 +21,23 @@ whole thing is a plain forward graph: one ordinary backward trains through it, a
 Inputs are the problem's features ``f = A x + c`` (an affine map of the coordinates ``x`` in
 which derivatives are wanted), so ``df/dx_k = A[:, k]`` is constant and ``d2f/dx_k^2 = 0``;
 ``jac`` is ``A`` (F, d), or its diagonal (F,) for a per-axis scaling.
+:func:`stream_partials` takes any smooth feature map instead (its partials, e.g. of a periodic
+embedding ``cos(pi x)``) and propagates only the streams a residual needs. Up to second order
+its activations run as one autograd node each with a hand-written backward
+(:class:`StreamActivation`), and the stacked products compute their weight gradient per stream
+(:class:`StreamLinear`): in eager mode that roughly halves the passes over memory of the
+plain graph.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from itertools import chain, combinations_with_replacement
+from collections.abc import Mapping, Sequence
+from itertools import chain, combinations, combinations_with_replacement
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from pinn_exp.models import MLP, SIREN, SineLayer
 
@@ -38,6 +45,8 @@ __all__ = [
     "multi_indices",
     "nested_autograd",
     "nested_partials",
+    "StreamActivation",
+    "stream_partials",
     "supports_stacked",
     "taylor_partials",
     "value_and_derivatives",
@@ -214,7 +223,7 @@ def _chain_rule(
         return out
 
     if len(index) == 1:
-        return a1 * z[index]
+        return a1 * z[index] if index in z else torch.zeros_like(a1)
     if len(index) == 2:
         i, j = index
         terms = [(a2, part((i,), (j,))), (a1, part((i, j)))]
@@ -243,23 +252,218 @@ def taylor_partials(
     """
     if order not in (1, 2, 3):
         raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
-    layers, head = _layers(model)
     jac = _jac_matrix(jac, features.shape[1]).to(features)
     d = jac.shape[1]
-    indices = multi_indices(d, order)[1:]
+    # Affine features: only their first derivatives are nonzero, and they are constant.
+    first = {(k,): jac[:, k] for k in range(d)}
+    return stream_partials(model, features, first, multi_indices(d, order)[1:], fused=False)
+
+
+def _check_indices(indices: Sequence[MultiIndex], given: Mapping[MultiIndex, Tensor]) -> None:
+    wanted = set(indices)
+    for index in indices:
+        if not (1 <= len(index) <= 3 and tuple(sorted(index)) == tuple(index)):
+            raise ValueError(
+                f"indices must be sorted tuples of 1 to 3 axes, e.g. (0,) or (1, 1); got {index!r}"
+            )
+        # Faa di Bruno's formula for an index needs every sub-multiset of it.
+        for k in range(1, len(index)):
+            for sub in combinations(index, k):
+                if sub not in wanted:
+                    raise ValueError(f"indices must contain {sub!r}, which {index!r} needs")
+    extra = set(given) - wanted
+    if extra:
+        raise ValueError(f"feature_partials has indices that are not wanted: {sorted(extra)}")
+
+
+def _is_compiling() -> bool:
+    check = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    return bool(check()) if check is not None else torch._dynamo.is_compiling()
+
+
+def stream_partials(
+    model: nn.Module,
+    features: Tensor,
+    feature_partials: Mapping[MultiIndex, Tensor],
+    indices: Sequence[MultiIndex] | None = None,
+    fused: bool | None = None,
+) -> dict[MultiIndex, Tensor]:
+    """Selected partial derivatives of the outputs by stacked forward-mode streams, for
+    features that are any smooth function ``f(x)`` of the coordinates (a periodic embedding
+    ``(cos(pi x), sin(pi x))``, say), not only an affine one.
+
+    Args:
+        model: a :class:`~pinn_exp.models.SIREN` or :class:`~pinn_exp.models.MLP`.
+        features: network inputs ``f(x)`` (n, F).
+        feature_partials: ``{index: d^index f / dx^index}`` for the nonzero partials of the
+            features, each per point (n, F) or constant (F,); missing ones are zero.
+        indices: the wanted partials, sorted multi-indices of order 1 to 3 (see
+            :data:`MultiIndex`); every sub-multiset of one must be listed too (``(1, 1)``
+            needs ``(1,)``), since the chain rule propagates it. Default: the keys of
+            ``feature_partials``. Only these streams are propagated: a residual that needs
+            ``u_t`` and ``u_xx`` pays for 4 streams, not for all 6 of second order.
+        fused: compute each activation of the streams as one autograd node with a hand-written
+            backward (:class:`StreamActivation`; orders <= 2 only; its backward cannot be
+            differentiated again), instead of a graph of elementwise ops. Default: fused for
+            orders <= 2 unless inside ``torch.compile``, which fuses the plain ops itself.
+
+    Returns:
+        ``{(): y, index: d^index y for index in indices}``, each (n, out).
+    """
+    indices = list(feature_partials if indices is None else indices)
+    _check_indices(indices, feature_partials)
+    second_order = all(len(index) <= 2 for index in indices)
+    if fused is None:
+        fused = second_order and not _is_compiling()
+    if fused and not second_order:
+        raise ValueError("fused streams support derivatives of order <= 2")
+    layers, head = _layers(model)
+    if fused:
+        return _fused_streams(layers, head, features, feature_partials, indices)
 
     linear, omega, kind = layers[0]
     z: dict[MultiIndex, Tensor] = {(): omega * F.linear(features, linear.weight, linear.bias)}
-    for k in range(d):  # the features are affine in x: only first derivatives, constant
-        z[(k,)] = (omega * linear.weight @ jac[:, k]).unsqueeze(0)
+    for index, partial in feature_partials.items():
+        partial = partial.to(features)
+        if partial.ndim == 1:  # constant: a (w, F) x (F,) product, broadcast over the batch
+            z[index] = (omega * linear.weight @ partial).unsqueeze(0)
+        else:
+            z[index] = partial @ (omega * linear.weight).T
+    third = not second_order
     for linear, next_omega, next_kind in [*layers[1:], (head, 1.0, "")]:
-        sigma = _activation3(z[()], kind)  # the activation of the layer just computed
+        # The activation of the layer just computed (its third derivative only if needed).
+        sigma = _activation3(z[()], kind) if third else (*_activation(z[()], kind), None)
         h = [sigma[0]] + [_chain_rule(z, sigma, idx).expand_as(sigma[0]) for idx in indices]
-        out = torch.matmul(torch.stack(h), (next_omega * linear.weight).T)
+        # unbind, not indexing: its backward stacks the streams' gradients, where indexing
+        # fills a zeroed tensor of all streams for each one (measured: ~20 % of a step).
+        out = StreamLinear.apply(torch.stack(h), next_omega * linear.weight).unbind(0)
         z = {(): out[0] + next_omega * linear.bias}
         z |= {idx: out[i + 1] for i, idx in enumerate(indices)}
         kind = next_kind
     return z
+
+
+def _fused_streams(
+    layers: list[tuple[nn.Linear, float, str]],
+    head: nn.Linear,
+    features: Tensor,
+    feature_partials: Mapping[MultiIndex, Tensor],
+    indices: Sequence[MultiIndex],
+) -> dict[MultiIndex, Tensor]:
+    """:func:`stream_partials` (orders <= 2) with one :class:`StreamActivation` per layer."""
+    first = [index for index in indices if len(index) == 1]
+    second = [index for index in indices if len(index) == 2]
+    position = {index: k for k, index in enumerate(first)}
+    pairs = tuple((position[(i,)], position[(j,)]) for i, j in second)
+    order = [*first, *second]  # the layout of the stacked streams after the value
+    # The input streams (1 + len(order), n, F): through the first layer in one product.
+    inputs = [features] + [
+        feature_partials[index].to(features).expand_as(features)
+        if index in feature_partials
+        else torch.zeros_like(features)
+        for index in order
+    ]
+    linear, omega, kind = layers[0]
+    streams = StreamLinear.apply(torch.stack(inputs), omega * linear.weight)
+    for next_linear, next_omega, next_kind in [*layers[1:], (head, 1.0, "")]:
+        h = StreamActivation.apply(streams, omega * linear.bias, kind, len(first), pairs)
+        streams = StreamLinear.apply(h, next_omega * next_linear.weight)
+        linear, omega, kind = next_linear, next_omega, next_kind
+    out = streams.unbind(0)
+    return {(): out[0] + head.bias} | {index: out[k + 1] for k, index in enumerate(order)}
+
+
+class StreamLinear(torch.autograd.Function):
+    """``h @ weight.T`` on stacked streams ``h`` (S, n, in), whose weight gradient
+    ``sum_s g_s^T h_s`` is one batched product over the S streams and a sum, not one product
+    over all S n rows: with a long reduction axis, MKL's product splits it between threads and
+    waits on both (measured on this 2-core machine, with another job on it: 1.7 ms against
+    0.4 ms for 4 x 5,000 points, width 30)."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, weight: Tensor) -> Tensor:
+        ctx.save_for_backward(h, weight)
+        return torch.matmul(h, weight.T)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # plain operations: differentiable again
+        h, weight = ctx.saved_tensors
+        grad_h = torch.matmul(g, weight) if ctx.needs_input_grad[0] else None
+        grad_w = torch.bmm(g.transpose(1, 2), h).sum(0) if ctx.needs_input_grad[1] else None
+        return grad_h, grad_w
+
+
+class StreamActivation(torch.autograd.Function):
+    """``sigma`` applied to stacked pre-activation streams, as one autograd node.
+
+    The input ``s`` stacks ``[z - b, z_1, ..., z_m, z_p1, ..., z_pq]``: the value without the
+    bias ``b``, ``m`` first derivatives and ``q`` second ones, the k-th of which is
+    ``d2/dx_i dx_j`` with ``(i, j) = pairs[k]`` (positions among the first derivatives). The
+    output stacks ``[sigma(z), sigma'(z) z_i, sigma''(z) z_i z_j + sigma'(z) z_ij]``. The
+    backward is the transpose of that map,
+
+    .. math::
+        \\bar z_i &= \\sigma' \\bar h_i + \\sum_k \\sigma'' \\bar h_{p_k}
+            (z_j [i = i_k] + z_i [i = j_k]), \\qquad \\bar z_{ij} = \\sigma' \\bar h_{ij}, \\\\
+        \\bar z &= \\sigma' \\bar h + \\sigma'' \\sum_s z_s \\bar h_s
+            + \\sigma''' \\sum_k z_{i_k} z_{j_k} \\bar h_{p_k},
+
+    written with in-place and ``out=`` operations: about half the passes over the
+    (n, width) arrays that autograd's graph of elementwise operations makes, and a fraction of
+    its operator calls (measured on Allen-Cahn, 5,000 points, loss and gradient: 1.8x (tanh
+    MLP 3 x 30) and 1.4x (SIREN 3 x 30) the speed of the unfused streams). Its backward is not
+    differentiable again.
+    """
+
+    @staticmethod
+    def forward(ctx, s: Tensor, bias: Tensor, kind: str, m: int, pairs: tuple) -> Tensor:
+        h = torch.empty_like(s)
+        z = s[0] + bias
+        if kind == "tanh":
+            a0 = torch.tanh(z, out=h[0])
+            a1 = torch.addcmul(torch.ones((), dtype=z.dtype, device=z.device), a0, a0, value=-1)
+            a2 = torch.mul(a0, a1).mul_(-2) if pairs else None
+        else:  # sin
+            a0 = torch.sin(z, out=h[0])
+            a1 = torch.cos(z)
+            a2 = torch.neg(a0) if pairs else None
+        torch.mul(s[1 : 1 + m], a1, out=h[1 : 1 + m])
+        for k, (i, j) in enumerate(pairs):
+            hk = torch.mul(s[1 + i], s[1 + j], out=h[1 + m + k])
+            hk.mul_(a2).addcmul_(a1, s[1 + m + k])
+        ctx.kind, ctx.m, ctx.pairs = kind, m, pairs
+        ctx.save_for_backward(s, h, a1, a2)
+        return h
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: Tensor):
+        s, h, a1, a2 = ctx.saved_tensors
+        m, pairs, a0 = ctx.m, ctx.pairs, h[0]
+        gs = torch.empty_like(g)
+        torch.mul(g[1:], a1, out=gs[1:])  # sigma' times each derivative stream's gradient
+        gz = torch.mul(g[0], a1, out=gs[0])
+        if len(s) > 1:
+            if a2 is None:  # first derivatives only: sigma'' was not needed forward
+                a2 = -2 * a0 * a1 if ctx.kind == "tanh" else -a0
+            # sigma'' sum_s z_s g_s, accumulated without a temporary of all streams
+            acc = s[1] * g[1]
+            for k in range(2, len(s)):
+                acc.addcmul_(s[k], g[k])
+            gz.addcmul_(a2, acc)
+        if pairs:
+            # sigma''' of tanh: sigma' (6 t^2 - 2) = -2 (sigma' + 1.5 t sigma'')
+            a3 = torch.addcmul(a1, a0, a2, value=1.5).mul_(-2) if ctx.kind == "tanh" else -a1
+            for k, (i, j) in enumerate(pairs):
+                gk = g[1 + m + k]
+                zj_gk = s[1 + j] * gk
+                if i == j:
+                    gs[1 + i].addcmul_(a2, zj_gk, value=2)
+                else:
+                    gs[1 + i].addcmul_(a2, zj_gk)
+                    gs[1 + j].addcmul_(a2, s[1 + i] * gk)
+                gz.addcmul_(a3 * s[1 + i], zj_gk)
+        return gs, gz.sum(0), None, None, None
 
 
 def nested_partials(

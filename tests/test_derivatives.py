@@ -10,6 +10,7 @@ from pinn_exp.derivatives import (
     multi_indices,
     nested_autograd,
     nested_partials,
+    stream_partials,
     supports_stacked,
     taylor_partials,
     value_and_derivatives,
@@ -181,3 +182,125 @@ def test_taylor_partials_reject_bad_orders():
     for order in (0, 4):
         with pytest.raises(ValueError, match="order must be 1, 2 or 3"):
             taylor_partials(model, f, torch.ones(2, dtype=torch.float64), order)
+
+
+# --- selected streams, for features that are any function of the coordinates ---------------
+
+
+def embedding(x: torch.Tensor) -> torch.Tensor:
+    """A smooth, non-affine feature map of (x0, x1): three features with mixed dependence."""
+    a, b = x[:, 0:1], x[:, 1:2]
+    return torch.cat([2 * a - 1, torch.cos(3 * b + a), torch.sin(1.5 * b) * a], 1)
+
+
+def embedding_partials(x: torch.Tensor, indices) -> dict:
+    """d^index features / dx^index by autograd on the map alone (cheap: 3 features)."""
+    x = x.detach().requires_grad_(True)
+    out = {(): embedding(x)}
+    for index in sorted(indices, key=len):
+        parent = out[index[:-1]]
+        cols = [
+            torch.autograd.grad(parent[:, f].sum(), x, create_graph=True)[0][:, index[-1]]
+            for f in range(parent.shape[1])
+        ]
+        out[index] = torch.stack(cols, 1)
+    return {k: v.detach() for k, v in out.items() if k}
+
+
+def nested_reference(model, x: torch.Tensor, indices) -> dict:
+    """d^index y / dx^index by nested autograd through the feature map and the network."""
+    x = x.detach().requires_grad_(True)
+    y = model(embedding(x))
+    out = {(): y}
+    for index in sorted(indices, key=len):
+        parent = out[index[:-1]]
+        cols = [
+            torch.autograd.grad(parent[:, j].sum(), x, create_graph=True)[0][:, index[-1]]
+            for j in range(y.shape[1])
+        ]
+        out[index] = torch.stack(cols, 1)
+    return out
+
+
+SELECTIONS = {
+    "allen-cahn": [(0,), (1,), (1, 1)],  # u_t, u_x, u_xx
+    "mixed": [(0,), (1,), (0, 1), (1, 1)],
+    "first": [(1,)],
+    "third": [(0,), (1,), (1, 1), (1, 1, 1)],
+}
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("selection", SELECTIONS)
+@pytest.mark.parametrize("fused", [None, False])
+def test_stream_partials_of_a_nonaffine_embedding_match_nested_autograd(name, selection, fused):
+    g = torch.Generator().manual_seed(11)
+    model = MODELS[name](g, 24, 3, 3, 2)
+    x = torch.rand(60, 2, generator=g, dtype=torch.float64)
+    indices = SELECTIONS[selection]
+    partials = embedding_partials(x, indices)
+    stacked = stream_partials(model, embedding(x), partials, indices, fused=fused)
+    nested = nested_reference(model, x, indices)
+    assert list(stacked) == [(), *indices]
+    for index in stacked:
+        assert stacked[index].shape == (60, 2)
+        assert_close(stacked[index], nested[index])
+
+    def loss(d):  # nonlinear in every stream, so that each one's gradient path is used
+        return sum((d[i][:, 0] * (1 + d[()][:, 1]) + d[i][:, 1] ** 2).mean() for i in d)
+
+    grads = [
+        torch.autograd.grad(loss(d), list(model.parameters()))
+        for d in (stream_partials(model, embedding(x), partials, indices, fused=fused), nested)
+    ]
+    for a, b in zip(*grads):
+        assert_close(a, b, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("fused", [True, False])
+def test_stream_partials_of_affine_features_equal_taylor_partials(name, fused):
+    """Constant (F,) feature partials broadcast; missing second ones are zero."""
+    _, model, f = setup(name)
+    jac = torch.tensor([0.3, 1.7], dtype=torch.float64)
+    indices = [(0,), (1,), (0, 1), (1, 1)]
+    first = {(k,): torch.diag(jac)[:, k] for k in range(2)}
+    stacked = stream_partials(model, f, first, indices, fused=fused)
+    taylor = taylor_partials(model, f, jac, 2)
+    for index in stacked:
+        assert_close(stacked[index], taylor[index])
+
+
+def test_fused_streams_are_the_eager_default_and_once_differentiable():
+    """The fused streams' backward cannot be differentiated again; the plain ones' can."""
+    _, model, f = setup("mlp")
+    partials = {(0,): torch.ones(2, dtype=torch.float64)}
+    y = stream_partials(model, f, partials)[(0,)]
+    assert "StreamLinear" in type(y.grad_fn.next_functions[0][0]).__name__
+    (g,) = torch.autograd.grad(y.sum(), list(model.parameters())[0], create_graph=True)
+    with pytest.raises(RuntimeError):  # no double backward through the fused streams
+        torch.autograd.grad(g.sum(), list(model.parameters())[0])
+
+    # The plain streams (taylor_partials) can be differentiated twice, as nested autograd can.
+    def second(path):
+        w = list(model.parameters())[0]
+        d = path(model, f, torch.tensor([0.3, 1.7], dtype=torch.float64), 2)
+        (g,) = torch.autograd.grad(d[(0, 1)].pow(2).sum(), w, create_graph=True)
+        return torch.autograd.grad(g.pow(2).sum(), w)[0]
+
+    assert_close(second(taylor_partials), second(nested_partials), rtol=1e-10)
+
+
+def test_stream_partials_reject_bad_indices():
+    _, model, f = setup("siren")
+    one = torch.ones(2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"must contain \(1,\)"):
+        stream_partials(model, f, {(0,): one}, [(0,), (1, 1)])
+    with pytest.raises(ValueError, match="sorted tuples"):
+        stream_partials(model, f, {(1,): one, (0,): one}, [(0,), (1,), (1, 0)])
+    with pytest.raises(ValueError, match="sorted tuples"):
+        stream_partials(model, f, {(0,): one}, [(0,), (0, 0), (0, 0, 0), (0, 0, 0, 0)])
+    with pytest.raises(ValueError, match="not wanted"):
+        stream_partials(model, f, {(0,): one, (1,): one}, [(0,)])
+    with pytest.raises(ValueError, match="order <= 2"):
+        stream_partials(model, f, {(0,): one}, [(0,), (0, 0), (0, 0, 0)], fused=True)

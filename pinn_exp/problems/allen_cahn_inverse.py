@@ -67,13 +67,10 @@ class AllenCahnInverse(AllenCahn):
         return self.unknowns["d"].value()
 
     def losses(self, model: nn.Module, x: Tensor) -> dict[str, Tensor]:
-        terms = {"pde": self._pde_loss(x, self.residual(model, x, d=self.current_d()))}
-        terms["ic"] = ((self.u(model, self.x_ic) - self.u_ic) ** 2).mean()
+        # pde (with the current estimate of d) and ic, then the sensor data.
+        terms = super().losses(model, x)
         terms["data"] = ((self.u(model, self.x_data) - self.u_data[:, 0]) ** 2).mean()
         return terms
-
-    def pointwise_residual(self, model: nn.Module, x: Tensor) -> Tensor:
-        return self.residual(model, x, d=self.current_d()).abs().detach()
 
     def artifacts(self) -> dict[str, np.ndarray]:
         return {
