@@ -4,6 +4,7 @@ Usage::
 
     python scripts/make_reference.py allen_cahn --out data/allen_cahn.h5 [--d 1e-4] [--k 5]
         [--n 512] [--dt 1e-4] [--force]
+    python scripts/make_reference.py allen_cahn --compare 512 1024 2048   # its own error
     python scripts/make_reference.py navier_stokes --out data/ns.h5 [--re 100] [--refinement 4]
 
 One subcommand per problem; every subcommand gets ``--out`` (default ``data/<problem>.h5``)
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pinn_exp.reference.allen_cahn import load_or_build_allen_cahn
+from pinn_exp.reference.allen_cahn import load_or_build_allen_cahn, solve_allen_cahn
 from pinn_exp.reference.navier_stokes import drag_lift_dp, load_or_build_navier_stokes
 
 
@@ -33,9 +34,19 @@ def add_allen_cahn_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dt", type=float, default=1e-4, help="ETDRK4 time step")
     parser.add_argument("--t-end", type=float, default=1.0, help="final time")
     parser.add_argument("--n-snapshots", type=int, default=201, help="stored time levels")
+    parser.add_argument(
+        "--compare",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="instead: solve at each n (nested grids) and print each one's rel L2 difference "
+        "from the finest, on the coarsest grid (the reference's own error)",
+    )
 
 
 def build_allen_cahn(args: argparse.Namespace) -> dict[str, Any]:
+    if args.compare:
+        return compare_allen_cahn(args)
     ref = load_or_build_allen_cahn(
         args.out,
         d=args.d,
@@ -53,6 +64,19 @@ def build_allen_cahn(args: argparse.Namespace) -> dict[str, Any]:
         "u min/max": (float(np.min(ref.u)), float(np.max(ref.u))),
         "d, k": (ref.d, ref.k),
     }
+
+
+def compare_allen_cahn(args: argparse.Namespace) -> dict[str, Any]:
+    ns = sorted(args.compare)
+    refs = {n: solve_allen_cahn(d=args.d, k=args.k, n=n, dt=args.dt, t_end=args.t_end) for n in ns}
+    finest = refs[ns[-1]].u[:, :: ns[-1] // ns[0]]
+    out = {}
+    for n in ns[:-1]:
+        u = refs[n].u[:, :: n // ns[0]]
+        out[f"rel L2, n={n} vs n={ns[-1]}"] = float(
+            np.linalg.norm(u - finest) / np.linalg.norm(finest)
+        )
+    return out
 
 
 def add_navier_stokes_args(parser: argparse.ArgumentParser) -> None:

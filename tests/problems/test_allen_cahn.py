@@ -6,7 +6,12 @@ import torch
 from torch import nn
 
 from pinn_exp.models import MLP, SIREN
-from pinn_exp.problems.allen_cahn import CAUSAL_CUTOFF, AllenCahn, causal_weights
+from pinn_exp.problems.allen_cahn import (
+    CAUSAL_CUTOFF,
+    AllenCahn,
+    causal_weights,
+    evaluation_grid,
+)
 
 
 class Manufactured(nn.Module):
@@ -89,6 +94,18 @@ def test_bad_arguments_name_the_key(tmp_path):
         AllenCahn(torch.Generator(), tmp_path, derivatives="forward")
     with pytest.raises(ValueError, match="pde.compile"):
         AllenCahn(torch.Generator(), tmp_path, compile="yes")
+    with pytest.raises(ValueError, match="pde.reference_n"):
+        AllenCahn(torch.Generator(), tmp_path, reference_n=1000)
+
+
+def test_evaluation_grid_takes_every_nth_point_of_a_finer_reference():
+    from pinn_exp.reference.allen_cahn import AllenCahnReference
+
+    x = -1 + 2 * np.arange(2048) / 2048
+    u = np.outer(np.arange(3.0), x)
+    coarse = evaluation_grid(AllenCahnReference(t=np.arange(3.0), x=x, u=u, d=1e-4, k=5.0))
+    np.testing.assert_array_equal(coarse.x, -1 + 2 * np.arange(512) / 512)
+    np.testing.assert_array_equal(coarse.u, u[:, ::4])
 
 
 def test_inverse_rejects_non_positive_initial_guess(tmp_path):
