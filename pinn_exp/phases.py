@@ -11,6 +11,7 @@ gradient-alignment diagnostics (Wang et al. 2025) compare the terms as each opti
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 
@@ -18,6 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from pinn_exp.quasi_newton import Curvature, DenseInverseHessian, LimitedMemory, QuasiNewton, Update
+
+log = logging.getLogger(__name__)
 
 Terms = Callable[[], dict[str, Tensor]]
 """The named loss terms at the current parameters and collocation points."""
@@ -133,6 +136,12 @@ class QuasiNewtonPhase:
 
         x_new, self.info = self.qn.step(objective, flatten(self.params))
         assign(self.params, x_new)
+        if self.info.reset:
+            log.info(
+                "quasi-Newton: H reset to the identity at iteration %d (%s)",
+                self.qn.iteration,
+                self.info.reset,
+            )
         found = evaluated.get(self.info.value, self._terms.get(self.info.value))
         if found is None or not math.isfinite(self.info.value):  # a non-finite value: diverged
             nan = torch.full((len(weights),), float("nan"), dtype=torch.float64)

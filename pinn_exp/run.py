@@ -244,6 +244,8 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
             if step % cfg.checkpoint_every == 0 or step == total_steps:
                 save_checkpoint()
             progress.update(1)
+    if not math.isnan(last_rel_l2):  # the bar's last word is the final error, not a log step's
+        progress.set_postfix(rel_l2=f"{last_rel_l2:.3e}", refresh=False)
     progress.close()
 
     # --- outputs ---------------------------------------------------------------------------
