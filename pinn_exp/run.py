@@ -197,8 +197,13 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
                 sampler.update(lambda pts: problem.pointwise_residual(model, pts))
                 if not phase.takes_direction:
                     phase.objective_changed()
-                    if refresh:
-                        weights = None  # recomputed from the balancer on the new points
+                    if refresh:  # the balancer's weights, from the new points
+                        fresh = list(problem.losses(model, sampler.points()).values())
+                        g = per_term_gradients(fresh, params) if balancer.needs_gradients else None
+                        values = torch.stack(fresh).detach()
+                        weights = balancer.weights(
+                            step, values, g, residual_mask, generator=generator
+                        )
             dt = time.perf_counter() - t0
             step_times.append((phase.name, dt))
             elapsed += dt

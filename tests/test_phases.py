@@ -128,3 +128,31 @@ def test_metrics_json_is_written_for_a_quasi_newton_run(make_cfg, tmp_path):
     train(make_cfg("optim=bfgs", "model=mlp", *QN))
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["status"] == "completed" and saved["steps"] == 8
+
+
+@pytest.mark.parametrize("refresh", [False, True])
+def test_balancer_weights_frozen_or_refreshed_in_the_quasi_newton_phase(
+    make_cfg, tmp_path, refresh
+):
+    """Frozen at the end of Adam by default; recomputed at each resampling with
+    refresh_weights (the EMA balancer then sees the new points' gradients)."""
+    overrides = [
+        "optim=ssbroyden",
+        "model=mlp",
+        "balancer=ema",
+        "balancer.update_every=1",
+        "steps=9",
+        "optim.adam_steps=3",
+        "log_every=1",
+        "sampler.interval=2",
+        f"optim.quasi_newton.refresh_weights={str(refresh).lower()}",
+    ]
+    train(make_cfg(*overrides))
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    qn_weights = [e.value for e in events.Scalars("weight/ic") if e.step > 4]
+    assert len(qn_weights) == 5
+    if refresh:
+        assert len(set(qn_weights)) > 1
+    else:
+        assert len(set(qn_weights)) == 1
