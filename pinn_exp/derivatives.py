@@ -31,6 +31,7 @@ plain graph.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from itertools import chain, combinations, combinations_with_replacement
 
@@ -85,6 +86,23 @@ def supports_stacked(model: nn.Module) -> bool:
     except TypeError:
         return False
     return True
+
+
+def use_stacked(derivatives: str, model: nn.Module, warn: bool = True) -> bool:
+    """Whether a problem configured with ``pde.derivatives=derivatives`` takes the stacked path
+    for ``model``: 'stacked' and a SIREN or MLP. Asked for a model it does not support, it warns
+    (when ``warn``) and the problem falls back to nested autograd."""
+    if derivatives != "stacked":
+        return False
+    if supports_stacked(model):
+        return True
+    if warn:
+        warnings.warn(
+            f"pde.derivatives='stacked' supports SIREN and MLP, not {type(model).__name__}; "
+            "using nested autograd",
+            stacklevel=4,
+        )
+    return False
 
 
 def _activation(z: Tensor, kind: str) -> tuple[Tensor, Tensor, Tensor]:

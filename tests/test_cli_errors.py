@@ -4,9 +4,7 @@ folder left behind; resumed runs take only the overrides a resumption allows."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,10 +12,7 @@ from omegaconf import OmegaConf
 
 from pinn_exp.run import train
 
-from .conftest import CONF_DIR
-
-ROOT = CONF_DIR.parent
-ENV = os.environ | {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+from .conftest import CONF_DIR, run_cli
 
 
 def options(group: str) -> list[str]:
@@ -25,17 +20,6 @@ def options(group: str) -> list[str]:
 
 
 NO_PROC = pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=cwd,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:

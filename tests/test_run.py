@@ -14,6 +14,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from pinn_exp.run import train
 
+from .conftest import run_cli
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -128,18 +130,6 @@ TINY_CLI = (
 )
 
 
-def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
@@ -151,13 +141,13 @@ def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     ],
 )
 def test_cli_rejects_bad_input_with_key_named(tmp_path, override, needle):
-    result = _run_cli(override, f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    result = run_cli(override, f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     assert result.returncode != 0
     assert needle in result.stderr
 
 
 def test_cli_runs_a_few_steps(tmp_path, data_dir):
-    result = _run_cli(
+    result = run_cli(
         *TINY_CLI,
         f"data_dir={data_dir}",
         f"hydra.run.dir={tmp_path / 'cli'}",

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 
 import matplotlib
@@ -15,7 +14,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from pinn_exp.derivatives import MultiIndex, stream_partials, supports_stacked  # noqa: E402
+from pinn_exp.derivatives import MultiIndex, stream_partials, use_stacked  # noqa: E402
 from pinn_exp.models import gradient  # noqa: E402
 from pinn_exp.problems.base import Evaluation, Problem, rel_l2  # noqa: E402
 from pinn_exp.reference.allen_cahn import (  # noqa: E402
@@ -199,7 +198,7 @@ class AllenCahn(Problem):
     def u_partials(self, model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``u``, ``u_t`` and ``u_xx`` (each (n,)) at points ``x``, by the configured path
         (``compile`` applies to the stacked one)."""
-        if not self._use_stacked(model):
+        if not use_stacked(self.derivatives, model):
             return self.nested_partials(model, x)
         if not self.compile:
             return self.stacked_partials(model, x)
@@ -224,18 +223,6 @@ class AllenCahn(Problem):
         du = gradient(u, x)
         u_xx = gradient(du[:, 1], x)[:, 1]
         return u, du[:, 0], u_xx
-
-    def _stacked_supported(self, model: nn.Module) -> bool:
-        return self.derivatives == "stacked" and supports_stacked(model)
-
-    def _use_stacked(self, model: nn.Module) -> bool:
-        if self.derivatives == "stacked" and not supports_stacked(model):
-            warnings.warn(
-                f"pde.derivatives='stacked' supports SIREN and MLP, not {type(model).__name__}; "
-                f"using nested autograd",
-                stacklevel=3,
-            )
-        return self._stacked_supported(model)
 
     def _pde_loss(self, x: Tensor, r: Tensor) -> Tensor:
         if self.causal_eps == 0:
@@ -265,7 +252,7 @@ class AllenCahn(Problem):
         return ((u_l - u_r) ** 2).mean() + ((ux_l - ux_r) ** 2).mean()
 
     def pointwise_residual(self, model: nn.Module, x: Tensor) -> Tensor:
-        if self._stacked_supported(model):
+        if use_stacked(self.derivatives, model, warn=False):
             # A plain forward pass: no graph is needed to rank points. Never the compiled
             # function: RAR's candidate pool has another size, and would compile again.
             with torch.no_grad():

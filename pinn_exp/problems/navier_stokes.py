@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import sys
-import warnings
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -19,8 +18,8 @@ from torch import Tensor, nn
 from pinn_exp.derivatives import (
     nested_autograd,
     nested_partials,
-    supports_stacked,
     taylor_partials,
+    use_stacked,
 )
 from pinn_exp.derivatives import value_and_derivatives as stacked_derivatives
 from pinn_exp.problems.base import Evaluation, Problem, rel_l2
@@ -260,22 +259,10 @@ class NavierStokes(Problem):
         if order == 0:
             return model(self.features(x)), None, None
         f, jac = self.features(x), self.jac.to(x)
-        if self._use_stacked(model):
+        if use_stacked(self.derivatives, model):
             return self._stacked(stacked_derivatives)(model, f, jac, order)
         # p's second derivatives do not enter the residual: skip their two backward passes.
         return nested_autograd(model, f, jac, order, second=(0, 1))
-
-    def _stacked_supported(self, model: nn.Module) -> bool:
-        return self.derivatives == "stacked" and supports_stacked(model)
-
-    def _use_stacked(self, model: nn.Module) -> bool:
-        if self.derivatives == "stacked" and not supports_stacked(model):
-            warnings.warn(
-                f"pde.derivatives='stacked' supports SIREN and MLP, not {type(model).__name__}; "
-                f"using nested autograd",
-                stacklevel=3,
-            )
-        return self._stacked_supported(model)
 
     def _stacked(self, function):
         if not self.compile:
@@ -287,7 +274,7 @@ class NavierStokes(Problem):
 
     def _partials(self, model: nn.Module, x: Tensor, order: int) -> dict:
         f, jac = self.features(x), self.jac.to(x)
-        if self._use_stacked(model):
+        if use_stacked(self.derivatives, model):
             return self._stacked(taylor_partials)(model, f, jac, order)
         return nested_partials(model, f, jac, order)
 
@@ -354,7 +341,11 @@ class NavierStokes(Problem):
 
     def _graph_free(self, model: nn.Module):
         # The stacked path is a plain forward pass: no graph is needed to rank or predict.
-        return torch.no_grad() if self._stacked_supported(model) else torch.enable_grad()
+        return (
+            torch.no_grad()
+            if use_stacked(self.derivatives, model, warn=False)
+            else torch.enable_grad()
+        )
 
     def pointwise_residual(self, model: nn.Module, x: Tensor) -> Tensor:
         with self._graph_free(model):
