@@ -10,6 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from pinn_exp.phases import QuasiNewtonPhase, QuasiNewtonSpec
 from pinn_exp.quasi_newton import QuasiNewton
 from pinn_exp.run import _gradient_scalars, train
+
 from .conftest import CONF_DIR
 
 OPTIONS = sorted(p.stem for p in (CONF_DIR / "optim").glob("*.yaml"))
