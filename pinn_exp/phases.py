@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from pinn_exp.gradients import per_term_gradients
 from pinn_exp.quasi_newton import Curvature, DenseInverseHessian, LimitedMemory, QuasiNewton, Update
 
 log = logging.getLogger(__name__)
@@ -123,13 +124,7 @@ class QuasiNewtonPhase:
             assign(self.params, x)
             values = torch.stack(list(terms().values()))
             loss = self.transform((weights.to(values) * values).sum())
-            grads = torch.autograd.grad(loss, self.params, allow_unused=True)
-            flat = torch.cat(
-                [
-                    (torch.zeros_like(p) if g is None else g).reshape(-1)
-                    for p, g in zip(self.params, grads)
-                ]
-            )
+            (flat,) = per_term_gradients([loss], self.params)
             # The line search returns one of the values it evaluated: remember each one's terms.
             evaluated[float(loss.detach())] = values.detach()
             return float(loss.detach()), flat
