@@ -7,8 +7,14 @@ maps it to the physical value.  :class:`SoftplusAnchor` keeps the value positive
    \\mathrm{softplus}(\\kappa) = \\log(1 + e^{\\kappa}),
 
 (softplus: Dugas, Bengio, Belisle, Nadeau, Garcia, "Incorporating second-order functional
-knowledge for better option pricing", NeurIPS 2001); :class:`IdentityAnchor` trains the value
-itself, as Raissi et al. did for their inverse problems (J. Comput. Phys. 378 (2019) 686-707).
+knowledge for better option pricing", NeurIPS 2001); :class:`ExpAnchor` trains the logarithm
+(the standard log-parameterisation of a positive parameter),
+
+.. math:: \\lambda = \\beta \\, e^{\\kappa},
+
+so equal steps in ``raw`` are equal relative steps of the value; :class:`IdentityAnchor` trains
+the value itself, as Raissi et al. did for their inverse problems (J. Comput. Phys. 378 (2019)
+686-707).
 """
 
 from __future__ import annotations
@@ -20,7 +26,14 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Anchor", "IdentityAnchor", "SoftplusAnchor", "inverse_softplus", "softplus"]
+__all__ = [
+    "Anchor",
+    "ExpAnchor",
+    "IdentityAnchor",
+    "SoftplusAnchor",
+    "inverse_softplus",
+    "softplus",
+]
 
 
 def softplus(x: Tensor) -> Tensor:
@@ -101,6 +114,39 @@ class SoftplusAnchor(Anchor):
 
     def value(self) -> Tensor:
         return self.beta * softplus(self.raw)
+
+    def extra_repr(self) -> str:
+        return f"initial={self.initial!r}, beta={self.beta!r}"
+
+
+class ExpAnchor(Anchor):
+    """Positive parameter on a log scale, ``value = beta * exp(raw)`` (``anchor=log``).
+
+    ``raw = log(value / beta)``: a step ``delta`` in ``raw`` multiplies the value by
+    ``exp(delta)`` whatever its size, so an optimizer that moves ``raw`` by about its learning
+    rate per step (Adam) moves the value by about that *fraction* of itself, and from 50 to 100
+    takes as many steps as from 5 to 10; and ``d value / d raw = value``. ``raw`` starts at
+    ``log(initial / beta)`` so ``value() == initial`` to rounding (relative error
+    ~``max(1, |log(initial / beta)|) * 2.2e-16``, the rounding of ``raw`` amplified by
+    ``exp``). ``beta`` only shifts ``raw`` (``raw = 0`` at ``value = beta``); unlike
+    :class:`SoftplusAnchor` there is no linear regime for ``value >> beta``. Float64 limits
+    ``raw`` to about [-745, 709.8]: beyond, ``exp`` underflows to 0 (with a zero gradient) or
+    overflows to ``inf``.
+    """
+
+    def __init__(self, initial: float, beta: float = 1.0) -> None:
+        super().__init__(initial)
+        self.initial = _check_real("initial", initial, positive=True)
+        self.beta = _check_real("beta", beta, positive=True)
+        ratio = self.initial / self.beta
+        if not (math.isfinite(ratio) and ratio > 0):
+            raise ValueError(
+                f"initial / beta must be finite and > 0, got {initial!r} / {beta!r} = {ratio!r}"
+            )
+        self._init_raw(math.log(ratio))
+
+    def value(self) -> Tensor:
+        return self.beta * torch.exp(self.raw)
 
     def extra_repr(self) -> str:
         return f"initial={self.initial!r}, beta={self.beta!r}"

@@ -23,9 +23,11 @@ from pinn_exp.derivatives import (
 )
 from pinn_exp.derivatives import value_and_derivatives as stacked_derivatives
 from pinn_exp.problems.base import Evaluation, Problem, rel_l2
+from pinn_exp.problems.cylinder_constraints import StreamConstraint, compose
 from pinn_exp.problems.figures import scattered_figure
+from pinn_exp.problems.forces import cylinder_quadrature, force_coefficients
 from pinn_exp.reference.mesh import CYLINDER_CENTER, CYLINDER_RADIUS, HEIGHT
-from pinn_exp.reference.navier_stokes import load_or_build_navier_stokes
+from pinn_exp.reference.navier_stokes import DP_POINTS, drag_lift_dp, load_or_build_navier_stokes
 
 DIAMETER = 2 * CYLINDER_RADIUS  # the length scale of Re and of the non-dimensional variables
 BoundaryData = Callable[[Tensor], Tensor]  # non-dimensional points (n, 2) -> values (n, 2)
@@ -104,6 +106,8 @@ class NavierStokes(Problem):
         derivatives: str = "stacked",
         compile: bool = False,
         formulation: str = "velocity",
+        hard_bc: bool = False,
+        blend_radius: float = 1.5,
         dirichlet_velocity: BoundaryData | None = None,
         outlet_data: BoundaryData | None = None,
         stream_data: Callable[[Tensor], Tensor] | None = None,
@@ -133,6 +137,16 @@ class NavierStokes(Problem):
         if formulation not in ("velocity", "stream"):
             raise ValueError(f"pde.formulation must be 'velocity' or 'stream', got {formulation!r}")
         self.formulation = formulation
+        if not isinstance(hard_bc, bool):
+            raise ValueError(f"pde.hard_bc must be true or false, got {hard_bc!r}")
+        if hard_bc and formulation != "stream":
+            raise ValueError(
+                "pde.hard_bc=true needs pde.formulation=stream (the exact conditions are built on "
+                f"the stream function), got pde.formulation={formulation!r}"
+            )
+        if hard_bc and (dirichlet_velocity is not None or stream_data is not None):
+            raise ValueError("hard_bc builds the DFG inflow and no slip; it takes no boundary data")
+        self.hard_bc = hard_bc
         if formulation == "stream":
             # (psi, p): continuity holds exactly, so it is no loss term.
             self.out_dim, self.residual_terms = 2, ("momentum_x", "momentum_y")
@@ -142,6 +156,16 @@ class NavierStokes(Problem):
         self.u_mean = 2.0 * self.u_max / 3.0
         # Non-dimensional channel size, and d features / d x* for the feature map below.
         self.size_nd = (self.length / DIAMETER, HEIGHT / DIAMETER)
+        self.constraint = None
+        if hard_bc:
+            centre = (CYLINDER_CENTER[0] / DIAMETER, CYLINDER_CENTER[1] / DIAMETER)
+            blend = _positive_float("blend_radius", blend_radius)
+            try:
+                self.constraint = StreamConstraint(
+                    self.size_nd[1], centre, CYLINDER_RADIUS / DIAMETER, blend
+                )
+            except ValueError as error:
+                raise ValueError(f"pde.{error}") from None
         self.jac = torch.tensor([2 / self.size_nd[0], 2 / self.size_nd[1]], dtype=dtype)
         self.jac = self.jac.to(self.device)
         self._compiled = {}
@@ -275,8 +299,20 @@ class NavierStokes(Problem):
     def _partials(self, model: nn.Module, x: Tensor, order: int) -> dict:
         f, jac = self.features(x), self.jac.to(x)
         if use_stacked(self.derivatives, model):
-            return self._stacked(taylor_partials)(model, f, jac, order)
-        return nested_partials(model, f, jac, order)
+            d = self._stacked(taylor_partials)(model, f, jac, order)
+        else:
+            d = nested_partials(model, f, jac, order)
+        if self.constraint is None:
+            return d
+        geometry = self.constraint.partials(x / DIAMETER, order)
+        return compose(geometry, d, self.cylinder_stream(model))
+
+    def cylinder_stream(self, model: nn.Module) -> Tensor:
+        """psi* on the cylinder under hard conditions: the inflow's value at the centre's height
+        plus the network's stream output at the centre (outside the fluid: a free constant)."""
+        centre = torch.tensor([CYLINDER_CENTER], dtype=self.dtype, device=self.device)
+        offset = model(self.features(centre))[0, 0]
+        return self.constraint.inflow_stream(CYLINDER_CENTER[1] / DIAMETER) + offset
 
     @staticmethod
     def _from_stream(d: dict, order: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -308,36 +344,60 @@ class NavierStokes(Problem):
     def _momentum_parts(self, model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(u.grad)u + grad p`` and ``lap u`` (n, 2), and ``div u`` (n,): the momentum residual
         is the first minus ``lap u / Re``."""
-        y, dy, d2y = self.outputs_and_derivatives(model, x)
+        return self._momentum_from(*self.outputs_and_derivatives(model, x))
+
+    @staticmethod
+    def _momentum_from(y: Tensor, dy: Tensor, d2y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         u, v = y[:, 0], y[:, 1]
         (u_x, v_x, p_x), (u_y, v_y, p_y) = dy[:, 0].unbind(1), dy[:, 1].unbind(1)
         inviscid = torch.stack([u * u_x + v * u_y + p_x, u * v_x + v * v_y + p_y], 1)
         laplacian = (d2y[:, 0] + d2y[:, 1])[:, :2]
         return inviscid, laplacian, u_x + v_y
 
-    def boundary_losses(self, model: nn.Module) -> dict[str, Tensor]:
-        """Inlet, wall and cylinder velocity errors and the do-nothing outlet residual."""
+    def _fields(self, model: nn.Module, x: Tensor, order: int) -> tuple:
+        """``outputs_and_derivatives`` plus the stream value psi* (None for velocity outputs)."""
+        if self.formulation != "stream":
+            return (*self.outputs_and_derivatives(model, x, order), None)
+        d = self._partials(model, x, order + 1)
+        return (*self._from_stream(d, order), d[()][:, 0])
+
+    def loss_points(self) -> dict[str, Tensor]:
+        """The fixed point sets of the non-residual terms (boundary; the inverse adds sensors);
+        a boundary that holds by construction has none."""
+        names = ("outlet",) if self.hard_bc else ("inlet", "walls", "cylinder", "outlet")
+        return {name: self.boundary[name] for name in names}
+
+    def losses(self, model: nn.Module, x: Tensor) -> dict[str, Tensor]:
+        """Residual terms at ``x``, then the other terms (:meth:`point_terms`). Every point set
+        goes through one batched forward pass (concatenate, one stacked-stream pass, split), so
+        the per-term gradients are backward passes over one shared graph."""
+        sets = {"collocation": x} | self.loss_points()
+        sizes = [len(v) for v in sets.values()]
+        fields = self._fields(model, torch.cat(list(sets.values())), order=2)
+        split = [t.split(sizes) if t is not None else [None] * len(sizes) for t in fields]
+        at = {name: [s[i] for s in split] for i, name in enumerate(sets)}
+        inviscid, laplacian, divergence = self._momentum_from(*at["collocation"][:3])
+        momentum = inviscid - self.inv_re() * laplacian
+        r = torch.cat([momentum, divergence.unsqueeze(1)], 1)
+        terms = {name: (r[:, i] ** 2).mean() for i, name in enumerate(self.residual_terms)}
+        return terms | self.point_terms(at)
+
+    def point_terms(self, at: dict[str, list]) -> dict[str, Tensor]:
+        """Inlet, wall and cylinder velocity (and stream) errors and the do-nothing outlet
+        residual, from ``at[name] = [y, dy, d2y, psi]`` on each of :meth:`loss_points`."""
         terms = {}
         for name in ("inlet", "walls", "cylinder"):
-            if self.formulation == "velocity":
-                uv = model(self.features(self.boundary[name]))[:, :2]
-                terms[name] = ((uv - self.boundary_targets[name]) ** 2).sum(1).mean()
+            if name not in at:
                 continue
-            d = self._partials(model, self.boundary[name], 1)
-            uv = self._from_stream(d, 0)[0][:, :2]
-            error = ((uv - self.boundary_targets[name]) ** 2).sum(1)
-            if name in self.stream_targets:
-                error = error + (d[()][:, 0] - self.stream_targets[name]) ** 2
+            y, psi = at[name][0], at[name][3]
+            error = ((y[:, :2] - self.boundary_targets[name]) ** 2).sum(1)
+            if psi is not None and name in self.stream_targets:
+                error = error + (psi - self.stream_targets[name]) ** 2
             terms[name] = error.mean()
-        y, dy, _ = self.outputs_and_derivatives(model, self.boundary["outlet"], order=1)
+        y, dy = at["outlet"][:2]
         traction = torch.stack([self.inv_re() * dy[:, 0, 0] - y[:, 2], dy[:, 0, 1]], 1)
         terms["outlet"] = ((traction - self.boundary_targets["outlet"]) ** 2).sum(1).mean()
         return terms
-
-    def losses(self, model: nn.Module, x: Tensor) -> dict[str, Tensor]:
-        r = self.residual_components(model, x)
-        terms = {name: (r[:, i] ** 2).mean() for i, name in enumerate(self.residual_terms)}
-        return terms | self.boundary_losses(model)
 
     def _graph_free(self, model: nn.Module):
         # The stacked path is a plain forward pass: no graph is needed to rank or predict.
@@ -390,12 +450,42 @@ class NavierStokes(Problem):
         metrics["rel_l2_velocity"] = rel_l2(pred[:, :2], true[:, :2])
         p, p_ref = pred[:, 2], true[:, 2]
         metrics["rel_l2_p_mean_free"] = rel_l2(p - p.mean(), p_ref - p_ref.mean())
+        metrics |= self.force_metrics(model)
         return Evaluation(
             metrics=metrics,
             coords=np.asarray(ref.eval_points),
             prediction={f: pred[:, i] for i, f in enumerate(self.fields)},
             reference={f: true[:, i].copy() for i, f in enumerate(self.fields)},
         )
+
+    @cached_property
+    def reference_forces(self) -> dict[str, float]:
+        cd, cl, dp = drag_lift_dp(self.reference)
+        return {"cd": cd, "cl": cl, "dp": dp}
+
+    def forces(self, model: nn.Module, n: int = 256) -> dict[str, float]:
+        """The PINN's drag and lift coefficients (its stress integrated over the cylinder by the
+        trapezoid rule, :mod:`pinn_exp.problems.forces`) and the DFG pressure difference
+        ``dp = p(0.15, 0.2) - p(0.25, 0.2)`` (dimensional, rho = 1)."""
+        pts, normals, weights = cylinder_quadrature(n, self.dtype, self.device)
+        with self._graph_free(model):
+            y, dy, _ = self.outputs_and_derivatives(model, pts, order=1)
+            cd, cl = force_coefficients(y, dy, normals, weights, self.inv_re())
+        p = self.predict(model, torch.tensor(DP_POINTS, dtype=self.dtype, device=self.device))
+        return {"cd": float(cd), "cl": float(cl), "dp": float(p[0, 2] - p[1, 2])}
+
+    def force_metrics(self, model: nn.Module) -> dict[str, float]:
+        """``cd``, ``cl``, ``dp``, their reference values (``<name>_ref``, the FE volume-integral
+        forces) and relative errors (``<name>_rel_error``)."""
+        out = {}
+        for name, value in self.forces(model).items():
+            ref = self.reference_forces[name]
+            out |= {
+                name: value,
+                f"{name}_ref": ref,
+                f"{name}_rel_error": abs(value - ref) / abs(ref),
+            }
+        return out
 
     def figure(self, evaluation: Evaluation):
         return scattered_figure(evaluation, self.fields)

@@ -230,7 +230,8 @@ class Constant(nn.Module):
         self.values = torch.tensor(values, dtype=F64)
 
     def forward(self, f):
-        return self.values.expand(f.shape[0], -1)
+        # 0 * f: a constant that autograd can still differentiate (to zero) w.r.t. the inputs.
+        return self.values.expand(f.shape[0], -1) + 0 * f[:, :1]
 
 
 class FakeReference:
@@ -245,7 +246,11 @@ def test_evaluate_converts_to_dimensional_units(tmp_path):
     values = np.tile([2.0, 2.0, 4.0], (300, 1))
     values[:, 2] += np.linspace(-1, 1, 300)  # so that the mean-free pressure is not zero
     problem.__dict__["reference"] = FakeReference(pts, values)
+    problem.__dict__["reference_forces"] = {"cd": 3.0, "cl": 0.1, "dp": 0.5}
     ev = problem.evaluate(Constant([1.0, 1.0, 1.0]))
+    # A uniform pressure exerts no force; U_mean^2 (p*(front) - p*(rear)) = 0 as well.
+    assert ev.metrics["cd"] == pytest.approx(0, abs=1e-12) and ev.metrics["cd_ref"] == 3.0
+    assert ev.metrics["cd_rel_error"] == pytest.approx(1.0) and ev.metrics["dp"] == 0
     assert ev.metrics["rel_l2_u"] == pytest.approx(0, abs=1e-14)
     assert ev.metrics["rel_l2_v"] == pytest.approx(0, abs=1e-14)
     assert ev.metrics["rel_l2"] == pytest.approx(0, abs=1e-14)
@@ -351,8 +356,13 @@ def test_inverse_uses_the_current_re_never_the_true_one(data_dir, tmp_path):
 def test_forward_run_writes_metrics(make_cfg, tmp_path):
     metrics = train(make_cfg("pde=navier_stokes", "pde.refinement=1", "model=mlp"))
     assert metrics["status"] == "completed"
-    for key in ("rel_l2", "rel_l2_u", "rel_l2_v", "rel_l2_p"):
+    for key in ("rel_l2", "rel_l2_u", "rel_l2_v", "rel_l2_p", "cd", "cl", "dp"):
         assert math.isfinite(metrics[key])
+    # Drag and lift against the FE reference's (steady branch at Re = 100: cD ~ 2.94).
+    assert metrics["cd_ref"] == pytest.approx(2.94, rel=0.02)
+    assert metrics["cd_rel_error"] == pytest.approx(abs(metrics["cd"] / metrics["cd_ref"] - 1))
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {"cd", "cl", "dp", "cd_ref", "cl_ref", "cd_rel_error", "cl_rel_error"} <= set(saved)
     # scripts/re_consistency.py reads the run back and reports its field's preferred Re.
     script = Path(__file__).resolve().parents[2] / "scripts" / "re_consistency.py"
     done = subprocess.run(
