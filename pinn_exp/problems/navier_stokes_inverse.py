@@ -64,6 +64,8 @@ class NavierStokesInverse(NavierStokes):
     ``sqrt(1 + level^2)``, so at the truth (``u = clean``) ``E[data] = 1 / (1 + level^2)``
     (0.990 at 10 % noise), and a fit well below 1 fits the noise. It needs a noise with a
     ``level > 0``. Both are computed in non-dimensional units (the ratio is unit-free).
+    ``data_scale`` multiplies either: below 1 it trusts the physics more than the sensors (a
+    network bent toward the noise at the sensors leaves a residual that pulls Re away).
 
     The anchor holds ``Re / re_scale``: Adam moves a parameter by about its learning rate per
     step, so without the scale (``re_scale=1``) Re would move by ~1e-3 per step and need ~5e4
@@ -83,6 +85,7 @@ class NavierStokesInverse(NavierStokes):
         wake_bias: float = 0.0,
         sensor_focus: Sequence[Mapping] | None = None,
         data_weight: str = "unit",
+        data_scale: float = 1.0,
         **kwargs,
     ):
         super().__init__(generator, data_dir, **kwargs)
@@ -104,6 +107,7 @@ class NavierStokesInverse(NavierStokes):
                 f"or {SENSOR_FOCUS}=null"
             )
         self.data_weight = _data_weight(data_weight, noise)
+        self.data_scale = _positive_float("data_scale", data_scale)
         self.true_unknowns = {"re": self.re}
         self.unknowns["re"] = anchor(initial=re_initial / self.re_scale)
         self.unknowns.to(device=self.device, dtype=self.dtype)
@@ -168,7 +172,7 @@ class NavierStokesInverse(NavierStokes):
             data = squared.sum(1).mean()
         else:
             data = (squared * self.data_precision).mean()
-        return {"data": data} | super().point_terms(at)
+        return {"data": self.data_scale * data} | super().point_terms(at)
 
     def artifacts(self) -> dict[str, np.ndarray]:
         """Sensor positions and clean and noisy ``(u, v)``, dimensional."""

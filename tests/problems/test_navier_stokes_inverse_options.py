@@ -240,3 +240,20 @@ def test_options_compose_and_build(make_cfg):
     assert problem.data_weight == "noise" and problem.data_precision is not None
     terms = problem.losses(parts.model, parts.sampler.points())
     assert all(math.isfinite(v.item()) for v in terms.values())
+
+
+@pytest.mark.parametrize("weight", ["unit", "noise"])
+def test_data_scale_multiplies_the_data_term_only(data_dir, weight):
+    base = make(data_dir, noise=GaussianNoise(0.1), data_weight=weight)
+    scaled = make(data_dir, noise=GaussianNoise(0.1), data_weight=weight, data_scale=0.01)
+    model = SIREN(2, base.out_dim, torch.Generator().manual_seed(1), width=16, depth=2)
+    x = base.sample_domain(50, torch.Generator().manual_seed(2))
+    a, b = base.losses(model, x), scaled.losses(model, x)
+    assert b["data"].item() == pytest.approx(0.01 * a["data"].item(), rel=1e-12)
+    assert all(torch.equal(a[k], b[k]) for k in a if k != "data")
+
+
+@pytest.mark.parametrize("scale", [0, -1.0, float("nan"), "big"])
+def test_bad_data_scale_names_the_key(data_dir, scale):
+    with pytest.raises(ValueError, match="pde.data_scale"):
+        make(data_dir, data_scale=scale)
