@@ -1,8 +1,9 @@
-"""Training phases: a run is Adam for a number of steps, then optionally a quasi-Newton phase.
+"""Training phases: a run is a first-order method (Adam or SOAP) for a number of steps, then
+optionally a quasi-Newton phase.
 
 Each phase owns its optimizer state and performs one iteration when the loop asks:
-- :class:`AdamPhase` takes a direction: the loop writes the surgery's (or the plain sum's)
-  gradient to ``.grad`` and the phase steps along it;
+- :class:`AdamPhase` (and :class:`SOAPPhase`) takes a direction: the loop writes the surgery's
+  (or the plain sum's) gradient to ``.grad`` and the phase steps along it;
 - :class:`QuasiNewtonPhase` needs a loss to line-search, so it minimises the weighted sum of the
   terms itself (surgery, which yields no loss, acts in the Adam phase only).
 Both expose :meth:`precondition`, the map from a gradient to the update it would produce, so the
@@ -45,7 +46,7 @@ class AdamPhase:
     takes_direction = True
     name = "adam"
 
-    def __init__(self, optimizer: torch.optim.Adam, scheduler) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, scheduler) -> None:
         self.optimizer, self.scheduler = optimizer, scheduler
 
     def zero_grad(self) -> None:
@@ -81,6 +82,56 @@ class AdamPhase:
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+
+
+class SOAPPhase(AdamPhase):
+    """SOAP (Vyas et al. 2024, arXiv:2409.11321): Adam run in the eigenbasis of Shampoo's
+    Kronecker factors, as used for PINNs by Wang et al. 2025 (arXiv:2502.00604). The optimizer
+    is ``pytorch_optimizer.SOAP`` (version pinned in pyproject.toml), stepping along the
+    direction the loop wrote, like Adam; the unknowns' group, decay and warm-up are the same.
+
+    The library follows the reference implementation in two ways worth knowing: its first step
+    only initialises the preconditioner (the parameters move from the second step on), and the
+    periodic eigenbasis refresh (one power iteration and a QR) runs its QR in float32, so the
+    basis is orthogonal to about 1e-7 even in a float64 run. Each 2-D weight of shape (m, n) is
+    rotated by an m x m and an n x n basis; 1-D biases and scalar unknowns are not rotated, so
+    for them SOAP is Adam.
+    """
+
+    name = "soap"
+
+    def precondition(self, grads: Tensor) -> Tensor:
+        """SOAP's preconditioner applied to each row exactly: rotate into the current
+        eigenbasis Q, divide by ``sqrt(v_hat) + eps`` (the bias-corrected second moment, which
+        SOAP keeps in that basis), rotate back. It is the map SOAP applies to its momentum, so
+        with ``betas[0] = 0`` a row equal to the step's gradient gives the step's direction
+        (unless that step refreshed Q). A parameter without second-moment statistics yet
+        (before the second step) is left as it is (identity).
+        """
+        optimizer = self.optimizer
+        rows = []
+        for g in grads:
+            out, offset = [], 0
+            for group in optimizer.param_groups:
+                moments = group.get("step", 0) - 1  # the first step updates no moment
+                bias = 1 - group["betas"][1] ** moments
+                for p in group["params"]:
+                    piece = g[offset : offset + p.numel()]
+                    offset += p.numel()
+                    state = optimizer.state.get(p, {})
+                    if moments < 1 or "exp_avg_sq" not in state:
+                        out.append(piece)
+                        continue
+                    kw = {
+                        "merge_dims": group["merge_dims"],
+                        "max_precondition_dim": group["max_precondition_dim"],
+                    }
+                    rotated = optimizer.project(piece.view_as(p), state, **kw)
+                    rotated = rotated / ((state["exp_avg_sq"] / bias).sqrt() + group["eps"])
+                    back = optimizer.project(rotated, state, project_type="backward", **kw)
+                    out.append(back.reshape(-1))
+            rows.append(torch.cat(out))
+        return torch.stack(rows)
 
 
 TRANSFORMS: dict[str, Callable[[Tensor], Tensor]] = {

@@ -14,182 +14,90 @@ to one configuration. Per configuration:
 - ``step_time_ms``: median over the runs that wrote metrics (a step costs the same whether or not
   the run later diverges); ``wall_time_s``: mean over the n completed runs.
 
-Plots (PNG, from the TensorBoard events): ``error_vs_step.png`` (``eval/rel_l2``, mean over
-seeds with min-max band), ``error_vs_time.png`` (the same against the mean wall time,
-``eval/wall_time_s``, so that optimizers of different step cost compare), ``final_error.png``
-(mean with std error bars, seeds as dots, one panel per error metric) and, for inverse
-problems, ``unknown_<name>.png`` (``unknown/<name>`` against its true value ``<name>_true``).
+Gradient diagnostics (``DIAGNOSTICS``, from the TensorBoard events, logged by ``run.train``
+only where a balancer or surgery computes the per-term gradients): ``align/score`` (the
+gradient-alignment score of Wang et al. 2025 over the preconditioned per-term directions: 1 when
+they agree, -1 for two opposite terms) and ``grad/conflict_fraction`` (the fraction of term pairs
+whose gradients have a negative cosine). Their last logged value per seed gives the columns
+``final_align_score`` and ``final_conflict_fraction`` (mean, std over the completed seeds that
+logged them), present when any configuration logged the tag; the configurations that did not are
+named in a note (``diagnostic_notes``).
+
+Plots (PNG, ``pinn_exp.summary_plots``): error against step and against wall time, the final
+errors, the alignment score and conflict fraction against step, the unknowns of inverse problems.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
-import re
 import statistics
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
-import yaml
+from pinn_exp.summary_runs import (
+    DEFAULT_EXCLUDE,
+    HEADLINE,
+    Group,
+    Run,
+    _finite,
+    choice_columns,
+    find_runs,
+    fixed_choices,
+    group_label,
+    group_runs,
+    load_run,
+    mean_std,
+    parse_overrides,
+    varying_columns,
+)
 
-# conf/config.yaml's exclude_keys; used when a run has no .hydra/hydra.yaml to read them from.
-DEFAULT_EXCLUDE = ("seed", "resume", "output_dir", "data_dir", "progress")
-HEADLINE = "rel_l2"
+__all__ = [  # this module's API, with the reading and grouping of summary_runs
+    "DEFAULT_EXCLUDE", "DIAGNOSTICS", "HEADLINE", "SCALAR_PREFIXES", "SUMMARY_CSV", "SUMMARY_MD",
+    "Diagnostic", "Group", "Run", "choice_columns", "diagnostic_notes", "error_metrics",
+    "extra_metrics", "final_values", "find_runs", "fixed_choices", "group_label", "group_runs",
+    "load_run", "load_scalars", "logged_diagnostics", "markdown", "markdown_table", "mean_std",
+    "parse_overrides", "summarize", "summarize_groups", "varying_columns", "write_csv",
+]  # fmt: skip
+
 SUMMARY_MD, SUMMARY_CSV = "summary.md", "summary.csv"
 
 
-# --- reading runs ------------------------------------------------------------------------------
-@dataclass
-class Run:
-    path: Path
-    overrides: dict[str, str]  # every task override as given, key without its +/++/~ prefix
-    config_key: tuple[tuple[str, str], ...]  # overrides minus the excluded keys (seed, ...)
-    seed: int | None
-    metrics: dict | None  # None: no metrics.json
+class Diagnostic(NamedTuple):
+    """A per-step TensorBoard scalar summarized per configuration: its final value, its plot."""
 
-    @property
-    def status(self) -> str:
-        """``completed``, ``diverged`` or ``failed``."""
-        if self.metrics is None:
-            return "failed"
-        status = self.metrics.get("status")
-        if status == "diverged":
-            return "diverged"
-        if status != "completed":
-            return "failed"
-        return "completed" if _finite(self.metrics.get(HEADLINE)) else "diverged"
+    tag: str
+    column: str  # CSV columns <column>_mean, <column>_std
+    header: str  # markdown column
+    plot: str
+    label: str  # the plot's y label
+    bounds: tuple[float, float]  # the values it can take
 
 
-def parse_overrides(lines: list[str]) -> dict[str, str]:
-    """``["+experiment=a", "balancer=ema"]`` -> ``{"experiment": "a", "balancer": "ema"}``."""
-    out = {}
-    for line in lines:
-        key, _, value = str(line).partition("=")
-        out[key.lstrip("+~")] = value
-    return out
+DIAGNOSTICS = (
+    Diagnostic(
+        tag="align/score",
+        column="final_align_score",
+        header="align score (final)",
+        plot="alignment_vs_step.png",
+        label="alignment score",
+        bounds=(-1.0, 1.0),
+    ),
+    Diagnostic(
+        tag="grad/conflict_fraction",
+        column="final_conflict_fraction",
+        header="conflict fraction (final)",
+        plot="conflict_vs_step.png",
+        label="conflict fraction",
+        bounds=(0.0, 1.0),
+    ),
+)
+# the scalar tags summarize() reads from the event files
+SCALAR_PREFIXES = ("eval/", "unknown/", *(d.tag for d in DIAGNOSTICS))
 
 
-def _yaml(path: Path):
-    return yaml.safe_load(path.read_text()) if path.is_file() else None
-
-
-def _exclude_keys(run_dir: Path) -> set[str]:
-    hydra_cfg = _yaml(run_dir / ".hydra" / "hydra.yaml") or {}
-    try:
-        keys = hydra_cfg["hydra"]["job"]["config"]["override_dirname"]["exclude_keys"]
-    except (KeyError, TypeError):
-        keys = DEFAULT_EXCLUDE
-    return {*keys, "seed"}
-
-
-def load_run(run_dir: Path) -> Run:
-    run_dir = Path(run_dir)
-    overrides = parse_overrides(_yaml(run_dir / ".hydra" / "overrides.yaml") or [])
-    exclude = _exclude_keys(run_dir)
-    config_key = tuple((k, v) for k, v in overrides.items() if k not in exclude)
-    seed = overrides.get("seed")
-    if seed is None:
-        for name in (".hydra/config.yaml", "config.yaml"):
-            cfg = _yaml(run_dir / name)
-            if isinstance(cfg, dict) and "seed" in cfg:
-                seed = cfg["seed"]
-                break
-    metrics_file = run_dir / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
-    return Run(
-        path=run_dir,
-        overrides=overrides,
-        config_key=config_key,
-        seed=int(seed) if seed is not None else None,
-        metrics=metrics,
-    )
-
-
-def find_runs(root: Path) -> list[Run]:
-    """Every run folder under ``root`` (``root`` itself included), hidden folders skipped."""
-    root = Path(root)
-    found = set()
-    for marker in ("metrics.json", ".hydra/overrides.yaml"):
-        for path in root.rglob(marker):
-            run_dir = path.parent.parent if marker.startswith(".hydra") else path.parent
-            rel = run_dir.relative_to(root).parts
-            if not any(part.startswith(".") for part in rel):
-                found.add(run_dir)
-    return [load_run(p) for p in sorted(found)]
-
-
-# --- grouping and statistics -------------------------------------------------------------------
-@dataclass
-class Group:
-    key: tuple[tuple[str, str], ...]
-    runs: list[Run] = field(default_factory=list)
-
-    @property
-    def choices(self) -> dict[str, str]:
-        return dict(self.key)
-
-    def by_status(self, status: str) -> list[Run]:
-        return [r for r in self.runs if r.status == status]
-
-
-def _natural(value: str):
-    """Sort key: numbers by value, text alphabetically (``8 < 16``, ``ema < none``)."""
-    return [(0, float(t), "") if _is_number(t) else (1, 0.0, t) for t in re.split(r"[,\s]", value)]
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def group_runs(runs: list[Run]) -> list[Group]:
-    """Runs that differ only in the excluded keys (seed, ...) form one group, sorted by choice."""
-    groups: dict[tuple, Group] = {}
-    for run in runs:
-        groups.setdefault(run.config_key, Group(run.config_key)).runs.append(run)
-    for group in groups.values():
-        group.runs.sort(key=lambda r: (r.seed is None, r.seed or 0, str(r.path)))
-    columns = choice_columns(list(groups.values()))
-    return sorted(groups.values(), key=lambda g: [_natural(g.choices.get(c, "")) for c in columns])
-
-
-def choice_columns(groups: list[Group]) -> list[str]:
-    """Override keys in order of first appearance."""
-    columns: dict[str, None] = {}
-    for group in groups:
-        columns.update(dict.fromkeys(group.choices))
-    return list(columns)
-
-
-def varying_columns(groups: list[Group]) -> list[str]:
-    """The keys whose value differs between groups (all keys if none does)."""
-    columns = choice_columns(groups)
-    varying = [c for c in columns if len({g.choices.get(c) for g in groups}) > 1]
-    return varying or columns
-
-
-def fixed_choices(groups: list[Group]) -> dict[str, str]:
-    varying = set(varying_columns(groups)) if len(groups) > 1 else set()
-    columns = [c for c in choice_columns(groups) if c not in varying]
-    return {c: groups[0].choices[c] for c in columns if all(c in g.choices for g in groups)}
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof = 1); nan where undefined."""
-    values = [float(v) for v in values if _finite(v)]
-    mean = statistics.fmean(values) if values else math.nan
-    std = statistics.stdev(values) if len(values) > 1 else math.nan
-    return mean, std
-
-
+# --- statistics --------------------------------------------------------------------------------
 def error_metrics(runs: list[Run]) -> list[str]:
     """``rel_l2``, then every ``*_rel_error``, then every ``*_pred`` found in any run."""
     keys = {k for r in runs if r.metrics for k in r.metrics}
@@ -206,11 +114,16 @@ def extra_metrics(runs: list[Run]) -> list[str]:
     )
 
 
-def summarize_groups(groups: list[Group]) -> tuple[list[str], list[dict]]:
-    """One row per group: choices, n/diverged/failed, mean/std of each metric, timing."""
+def summarize_groups(
+    groups: list[Group], scalars: dict[Path, dict] | None = None
+) -> tuple[list[str], list[dict]]:
+    """One row per group: choices, n/diverged/failed, mean/std of each metric, timing, and the
+    final values of the ``DIAGNOSTICS`` that any run logged (``scalars``: ``{run path: {tag:
+    (steps, values)}}``, see ``load_scalars``; no such columns when None)."""
     runs = [r for g in groups for r in g.runs]
     choices = choice_columns(groups)
     errors, extras = error_metrics(runs), extra_metrics(runs)
+    logged = logged_diagnostics(scalars or {})
     rows = []
     for group in groups:
         good = group.by_status("completed")
@@ -233,6 +146,9 @@ def summarize_groups(groups: list[Group]) -> tuple[list[str], list[dict]]:
         times = [t for t in times if _finite(t)]
         row["step_time_ms_median"] = statistics.median(times) if times else math.nan
         row["wall_time_s_mean"] = mean_std([r.metrics.get("wall_time_s") for r in good])[0]
+        for d in logged:
+            finals = final_values(group, scalars, d.tag)
+            row[f"{d.column}_mean"], row[f"{d.column}_std"] = mean_std(finals)
         row["folder"] = _common_folder([r.path for r in group.runs])
         rows.append(row)
     return choices, rows
@@ -241,6 +157,59 @@ def summarize_groups(groups: list[Group]) -> tuple[list[str], list[dict]]:
 def _common_folder(paths: list[Path]) -> str:
     parents = {p.parent for p in paths}
     return str(parents.pop()) if len(parents) == 1 else str(paths[0])
+
+
+# --- TensorBoard scalars -----------------------------------------------------------------------
+def load_scalars(run_dir: Path, prefixes: tuple[str, ...] = ("eval/", "unknown/")) -> dict:
+    """``{tag: (steps, values)}`` for the scalar tags starting with a prefix; the last value per
+    step wins (a resumed run logs some steps twice)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    guidance = {"scalars": 0, "images": 1, "tensors": 1, "histograms": 1, "audio": 1}
+    acc = EventAccumulator(str(run_dir), size_guidance=guidance)
+    acc.Reload()
+    out = {}
+    for tag in acc.Tags().get("scalars", []):
+        if tag.startswith(prefixes):
+            by_step = {e.step: e.value for e in acc.Scalars(tag)}
+            steps = sorted(by_step)
+            out[tag] = (steps, [by_step[s] for s in steps])
+    return out
+
+
+def logged_diagnostics(scalars: dict[Path, dict]) -> list[Diagnostic]:
+    """The ``DIAGNOSTICS`` that at least one run in ``scalars`` logged."""
+    return [d for d in DIAGNOSTICS if any(d.tag in tags for tags in scalars.values())]
+
+
+def final_values(group: Group, scalars: dict[Path, dict], tag: str) -> list[float]:
+    """The last finite value of ``tag`` of each completed run of ``group`` that logged one."""
+    out = []
+    for run in group.by_status("completed"):
+        values = [v for v in scalars.get(run.path, {}).get(tag, ((), ()))[1] if math.isfinite(v)]
+        if values:
+            out.append(values[-1])
+    return out
+
+
+def diagnostic_notes(groups: list[Group], scalars: dict[Path, dict]) -> list[str]:
+    """Which configurations (with completed runs) never logged each of the ``DIAGNOSTICS``."""
+    columns = varying_columns(groups)
+    ran = [g for g in groups if g.by_status("completed")]
+    notes = []
+    for d in DIAGNOSTICS:
+        missing = [g for g in ran if not any(d.tag in scalars.get(r.path, {}) for r in g.runs)]
+        if ran and len(missing) == len(ran):
+            notes.append(f"`{d.tag}`: logged by no configuration; no {d.plot}, no column.")
+        elif missing:
+            names = "; ".join(f"`{group_label(g, columns)}`" for g in missing)
+            notes.append(f"`{d.tag}`: not logged by {names}; left out of {d.plot}.")
+    if notes:
+        notes.append(
+            "(The training loop logs them only where a balancer or surgery computes the "
+            "per-term gradients.)"
+        )
+    return notes
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -268,13 +237,26 @@ def write_csv(path: Path, choices: list[str], rows: list[dict]) -> None:
             )
 
 
+def _pm_unit(mean: float, std: float) -> str:
+    """A value of order one (a score, a fraction): 0.412 ± 0.031."""
+    if not _finite(mean):
+        return "–"
+    return f"{mean:.3f} ± {std:.3f}" if _finite(std) else f"{mean:.3f}"
+
+
+def _table_diagnostics(rows: list[dict]) -> list[Diagnostic]:
+    return [d for d in DIAGNOSTICS if any(_finite(row.get(f"{d.column}_mean")) for row in rows)]
+
+
 def markdown_table(groups: list[Group], rows: list[dict]) -> str:
     runs = [r for g in groups for r in g.runs]
     columns, errors = varying_columns(groups), error_metrics(runs)
     errors = [m for m in errors if any(_finite(row[f"{m}_mean"]) for row in rows) or m == HEADLINE]
+    diagnostics = _table_diagnostics(rows)
     means = [row[f"{HEADLINE}_mean"] for row in rows]
     best = min((m for m in means if _finite(m)), default=None) if len(rows) > 1 else None
     header = [*columns, *errors, "n", "diverged", "failed", "step ms (median)", "wall s (mean)"]
+    header += [d.header for d in diagnostics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [str(row[c]) for c in columns]
@@ -285,11 +267,15 @@ def markdown_table(groups: list[Group], rows: list[dict]) -> str:
             cells.append(cell)
         cells += [str(row["n"]), str(row["diverged"]), str(row["failed"])]
         cells += [_num(row["step_time_ms_median"]), _num(row["wall_time_s_mean"])]
+        cells += [_pm_unit(row[f"{d.column}_mean"], row[f"{d.column}_std"]) for d in diagnostics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def markdown(root: Path, groups: list[Group], rows: list[dict], plots: list[Path]) -> str:
+def markdown(
+    root: Path, groups: list[Group], rows: list[dict], plots: list[Path], notes: Sequence[str] = ()
+) -> str:
+    """The page: counts, common choices, true values, the table, ``notes``, the ``plots``."""
     runs = [r for g in groups for r in g.runs]
     fixed = fixed_choices(groups)
     trues = {k: row[k] for row in rows for k in row if k.endswith("_true") and _finite(row[k])}
@@ -304,185 +290,18 @@ def markdown(root: Path, groups: list[Group], rows: list[dict], plots: list[Path
     if trues:
         parts += ["", "True values: " + ", ".join(f"`{k} = {v:.6g}`" for k, v in trues.items())]
     parts += ["", markdown_table(groups, rows), ""]
+    if _table_diagnostics(rows):
+        parts += [
+            "Gradient diagnostics, last logged value per seed, mean ± std over the seeds that "
+            "logged it: align score = `align/score`, the gradient-alignment score (Wang et al. "
+            "2025) of the preconditioned per-term directions (1: they agree, -1: two opposite "
+            "terms); conflict fraction = `grad/conflict_fraction`, the fraction of term pairs "
+            "whose gradients have a negative cosine.",
+            "",
+        ]
+    parts += [*(f"- {note}" for note in notes), ""] if notes else []
     parts += [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(parts).rstrip() + "\n"
-
-
-# --- TensorBoard scalars and plots -------------------------------------------------------------
-def load_scalars(run_dir: Path, prefixes: tuple[str, ...] = ("eval/", "unknown/")) -> dict:
-    """``{tag: (steps, values)}`` for the scalar tags starting with a prefix; the last value per
-    step wins (a resumed run logs some steps twice)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    guidance = {"scalars": 0, "images": 1, "tensors": 1, "histograms": 1, "audio": 1}
-    acc = EventAccumulator(str(run_dir), size_guidance=guidance)
-    acc.Reload()
-    out = {}
-    for tag in acc.Tags().get("scalars", []):
-        if tag.startswith(prefixes):
-            by_step = {e.step: e.value for e in acc.Scalars(tag)}
-            steps = sorted(by_step)
-            out[tag] = (steps, [by_step[s] for s in steps])
-    return out
-
-
-def _seed_curves(group: Group, scalars: dict[Path, dict], tag: str):
-    """Steps, mean, min, max over the group's completed seeds (each step over the seeds having
-    it), or None."""
-    curves = [scalars[r.path][tag] for r in group.by_status("completed") if tag in scalars[r.path]]
-    if not curves:
-        return None
-    steps = sorted({s for c in curves for s in c[0]})
-    table = [
-        [v for c in curves for s2, v in zip(*c) if s2 == s and math.isfinite(v)] for s in steps
-    ]
-    keep = [i for i, vals in enumerate(table) if vals]
-    steps = [steps[i] for i in keep]
-    mean = [statistics.fmean(table[i]) for i in keep]
-    return steps, mean, [min(table[i]) for i in keep], [max(table[i]) for i in keep]
-
-
-def _label(group: Group, columns: list[str]) -> str:
-    return ", ".join(f"{c}={group.choices.get(c, '')}" for c in columns) or "runs"
-
-
-def _colors(n: int):
-    import matplotlib.pyplot as plt
-
-    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
-    return [cmap(i % cmap.N) for i in range(n)]
-
-
-def _curve_plot(
-    groups, scalars, tag, columns, path, ylabel, true=None, log=True, x_tag=None
-) -> bool:
-    """One curve per group of ``tag`` against the step, or against ``x_tag`` (its mean over the
-    seeds at each step, e.g. the wall time)."""
-    import matplotlib.pyplot as plt
-
-    many = len(groups) > 6  # legend outside, on the right
-    fig, ax = plt.subplots(figsize=(12 if many else 8, 5))
-    drawn = False
-    for group, color in zip(groups, _colors(len(groups))):
-        curve = _seed_curves(group, scalars, tag)
-        if curve is None:
-            continue
-        steps, mean, lo, hi = curve
-        if x_tag is not None:
-            xs = _seed_curves(group, scalars, x_tag)
-            if xs is None:
-                continue
-            at = dict(zip(xs[0], xs[1]))
-            keep = [i for i, s in enumerate(steps) if s in at]
-            steps = [at[steps[i]] for i in keep]
-            mean, lo, hi = ([v[i] for i in keep] for v in (mean, lo, hi))
-        ax.plot(
-            steps,
-            mean,
-            color=color,
-            label=f"{_label(group, columns)} (n={len(group.by_status('completed'))})",
-        )
-        ax.fill_between(steps, lo, hi, color=color, alpha=0.15, linewidth=0)
-        drawn = True
-    if not drawn:
-        plt.close(fig)
-        return False
-    if true is not None and _finite(true):
-        ax.axhline(true, color="black", linestyle="--", linewidth=1, label=f"true = {true:.4g}")
-    values = [v for line in ax.get_lines() for v in line.get_ydata()]
-    if log and values and min(values) > 0:
-        ax.set_yscale("log")
-    xlabel = "step" if x_tag is None else f"{x_tag.split('/', 1)[1]} (mean over seeds)"
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{ylabel}: mean over seeds, band = min..max")
-    ax.grid(True, which="both", alpha=0.3)
-    if many:
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    else:
-        ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
-
-
-def _bar_plot(groups, rows, metrics, columns, path) -> bool:
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    metrics = [m for m in metrics if any(_finite(r[f"{m}_mean"]) for r in rows)]
-    if not metrics:
-        return False
-    # One panel per metric, stacked, sharing the configuration axis.
-    fig, axes = plt.subplots(
-        len(metrics),
-        1,
-        figsize=(max(6, 0.5 * len(rows) + 3), 3.2 * len(metrics) + 1.5),
-        sharex=True,
-        squeeze=False,
-    )
-    x = np.arange(len(rows))
-    colors = _colors(len(rows))
-    for ax, metric in zip(axes[:, 0], metrics):
-        means = np.array([r[f"{metric}_mean"] for r in rows], dtype=float)
-        stds = np.nan_to_num(np.array([r[f"{metric}_std"] for r in rows], dtype=float))
-        ax.bar(x, np.nan_to_num(means), yerr=stds, color=colors, capsize=4, alpha=0.8)
-        for i, group in enumerate(groups):
-            seeds = [r.metrics.get(metric) for r in group.by_status("completed")]
-            seeds = [v for v in seeds if _finite(v)]
-            ax.scatter([i] * len(seeds), seeds, color="black", s=10, zorder=3)
-            bad = [f"{rows[i][k]} {k}" for k in ("diverged", "failed") if rows[i][k]]
-            if bad:
-                ax.annotate(
-                    "\n".join(bad),
-                    (i, 0),
-                    xycoords=("data", "axes fraction"),
-                    xytext=(0, 3),
-                    textcoords="offset points",
-                    ha="center",
-                    fontsize=7,
-                    color="red",
-                )
-        finite = means[np.isfinite(means)]
-        if finite.size and finite.min() > 0 and finite.max() / finite.min() > 20:
-            ax.set_yscale("log")
-        ax.set(ylabel=metric, title=f"final {metric}: mean ± std, dots = seeds")
-        ax.grid(True, axis="y", alpha=0.3)
-    labels = [_label(g, columns) for g in groups]
-    axes[-1, 0].set_xticks(x, labels, rotation=40, ha="right", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
-
-
-def make_plots(root: Path, groups: list[Group], rows: list[dict]) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    runs = [r for g in groups for r in g.runs]
-    columns = varying_columns(groups)
-    scalars = {r.path: (load_scalars(r.path) if r.status == "completed" else {}) for r in runs}
-    written = []
-    path = root / "error_vs_step.png"
-    if _curve_plot(groups, scalars, f"eval/{HEADLINE}", columns, path, HEADLINE):
-        written.append(path)
-    path = root / "error_vs_time.png"
-    wall = "eval/wall_time_s"
-    if _curve_plot(groups, scalars, f"eval/{HEADLINE}", columns, path, HEADLINE, x_tag=wall):
-        written.append(path)
-    metrics = [m for m in error_metrics(runs) if not m.endswith("_pred")]
-    path = root / "final_error.png"
-    if _bar_plot(groups, rows, metrics, columns, path):
-        written.append(path)
-    tags = sorted({t for s in scalars.values() for t in s if t.startswith("unknown/")})
-    for tag in tags:
-        name = tag.split("/", 1)[1]
-        trues = [r.metrics.get(f"{name}_true") for r in runs if r.metrics]
-        true = next((t for t in trues if _finite(t)), None)
-        path = root / f"unknown_{name}.png"
-        if _curve_plot(groups, scalars, tag, columns, path, name, true=true):
-            written.append(path)
-    return written
 
 
 # --- the whole thing ---------------------------------------------------------------------------
@@ -493,14 +312,22 @@ def summarize(root: Path, plots: bool = True) -> str:
     if not runs:
         raise FileNotFoundError(f"no run folders (.hydra/overrides.yaml or metrics.json) in {root}")
     groups = group_runs(runs)
-    choices, rows = summarize_groups(groups)
+    scalars = {
+        r.path: load_scalars(r.path, SCALAR_PREFIXES) if r.status == "completed" else {}
+        for r in runs
+    }
+    choices, rows = summarize_groups(groups, scalars)
     for row in rows:
         folder = Path(row["folder"])
         row["folder"] = (
             str(folder.relative_to(root)) if folder.is_relative_to(root) else str(folder)
         )
-    written = make_plots(root, groups, rows) if plots else []
+    written = []
+    if plots:
+        from pinn_exp.summary_plots import make_plots  # imports this module: matplotlib on demand
+
+        written = make_plots(root, groups, rows, scalars)
     write_csv(root / SUMMARY_CSV, choices, rows)
-    text = markdown(root, groups, rows, written)
+    text = markdown(root, groups, rows, written, diagnostic_notes(groups, scalars))
     (root / SUMMARY_MD).write_text(text)
     return text

@@ -1,7 +1,10 @@
 """Summarize a sweep: ``python scripts/summarize.py <sweep folder> [--no-plots]``.
 
 Writes ``summary.md``, ``summary.csv`` and PNG plots into the sweep folder (one row per
-configuration, seeds grouped; see ``pinn_exp.summary``) and prints the markdown.
+configuration, seeds grouped; see ``pinn_exp.summary``) and prints the markdown. Plots (mean
+over seeds, min..max band): error_vs_step, error_vs_time, final_error, alignment_vs_step and
+conflict_vs_step (where the runs logged ``align/score`` / ``grad/conflict_fraction``), and
+unknown_<name> for inverse problems. ``--no-plots`` keeps every table column.
 """
 
 from __future__ import annotations

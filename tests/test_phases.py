@@ -1,5 +1,6 @@
-"""Training phases end to end: every optim option runs, a quasi-Newton run resumes exactly, the
-diagnostics cover both phases, and the dense option refuses networks too large for it."""
+"""Training phases end to end: every optim option runs, a quasi-Newton run and a SOAP run resume
+exactly, the diagnostics cover both phases, and the dense option refuses networks too large for
+it."""
 
 import json
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pinn_exp.phases import QuasiNewtonPhase, QuasiNewtonSpec
+from pinn_exp.phases import QuasiNewtonPhase, QuasiNewtonSpec, SOAPPhase
 from pinn_exp.quasi_newton import QuasiNewton
 from pinn_exp.run import _gradient_scalars, train
 
@@ -20,7 +21,8 @@ QN = ["steps=8", "optim.adam_steps=3", "log_every=1", "eval_every=4", "sampler.i
 @pytest.mark.parametrize("option", OPTIONS)
 def test_every_optim_option_trains_end_to_end(make_cfg, tmp_path, option):
     overrides = [f"optim={option}", *QN]
-    if option != "adam":
+    quasi_newton = make_cfg(*overrides).optim.quasi_newton is not None
+    if quasi_newton:
         overrides += ["model=mlp"]
     metrics = train(make_cfg(*overrides))
     assert metrics["status"] == "completed" and metrics["steps"] == 8
@@ -29,7 +31,7 @@ def test_every_optim_option_trains_end_to_end(make_cfg, tmp_path, option):
     events.Reload()
     tags = set(events.Tags()["scalars"])
     assert {"align/score", "align/pde", "align/ic", "loss/pde", "eval/wall_time_s"} <= tags
-    if option != "adam":
+    if quasi_newton:
         assert {"qn/line_search_evals", "qn/step_length", "qn/resets", "qn/grad_norm"} <= tags
         # the quasi-Newton phase logged at each of its steps 4..8
         assert [e.step for e in events.Scalars("qn/step_length")] == [4, 5, 6, 7, 8]
@@ -76,6 +78,66 @@ def test_quasi_newton_run_resumed_after_kill_equals_uninterrupted(
         a["phases"][1]["qn"]["curvature"].get("H", torch.zeros(1)),
         b["phases"][1]["qn"]["curvature"].get("H", torch.zeros(1)),
     )
+
+
+def test_soap_trains_end_to_end_and_can_precede_a_quasi_newton_phase(make_cfg, tmp_path):
+    metrics = train(make_cfg("optim=soap", "log_every=1"))
+    assert metrics["status"] == "completed" and metrics["steps"] == 6
+    assert metrics["step_time_ms_soap"] > 0 and "step_time_ms_adam" not in metrics
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("align/score")] == list(range(1, 7))
+    # SOAP for adam_steps, then SSBroyden, as after Adam
+    overrides = ["optim=ssbroyden", "optim.method=soap", "model=mlp", *QN]
+    metrics = train(make_cfg(*overrides, f"output_dir={tmp_path / 'qn'}"))
+    assert metrics["status"] == "completed" and metrics["steps"] == 8
+    assert metrics["step_time_ms_soap"] > 0 and metrics["step_time_ms_quasi_newton"] > 0
+    state = torch.load(tmp_path / "qn" / "checkpoint.pt", weights_only=False)
+    assert [g["step"] for g in state["phases"][0]["optimizer"]["param_groups"]] == [3]
+
+
+def test_soap_run_resumed_after_kill_equals_uninterrupted(make_cfg, tmp_path, monkeypatch):
+    from pytorch_optimizer.optimizer.soap import SOAP
+
+    overrides = [
+        "optim=soap",
+        "optim.soap_precondition_frequency=2",
+        "optim.unknown_warmup=3",
+        "pde=allen_cahn_inverse",
+        "steps=9",
+        "checkpoint_every=4",
+        "sampler.interval=3",
+    ]
+    full = train(make_cfg(*overrides, f"output_dir={tmp_path / 'full'}"))
+
+    real_step, calls = SOAP.step, {"n": 0}
+
+    def dying_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:  # step 7 of 9, after the step-4 checkpoint
+            raise KeyboardInterrupt("killed")
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(SOAP, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_cfg(*overrides, f"output_dir={tmp_path / 'killed'}"))
+    monkeypatch.setattr(SOAP, "step", real_step)
+    resumed = train(make_cfg(f"resume={tmp_path / 'killed'}"))
+    assert resumed["steps"] == full["steps"] == 9
+    assert resumed["rel_l2"] == full["rel_l2"]
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert len(a["phases"][0]["optimizer"]["param_groups"]) == 2  # the unknown's own group
+
+
+def test_soap_phase_comes_from_the_schedule(make_cfg):
+    from pinn_exp.run import build
+
+    parts = build(make_cfg("optim=soap"))
+    model = parts.model
+    [(first, phase)] = parts.schedule.phases(list(model.parameters()), [], 10)
+    assert first == 0 and isinstance(phase, SOAPPhase) and phase.name == "soap"
 
 
 def test_dense_option_refuses_a_network_too_large_naming_the_keys(make_cfg):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pinn_exp import summary
+from pinn_exp import summary, summary_plots
 
 from .conftest import read_csv, table_rows
 
@@ -43,6 +43,17 @@ def make_run(
     if metrics is not None:
         (run / "metrics.json").write_text(json.dumps(metrics))
     return run
+
+
+def write_events(run: Path, scalars: dict[str, dict[int, float]]) -> None:
+    """TensorBoard event files in ``run``: ``{tag: {step: value}}``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run))
+    for tag, values in scalars.items():
+        for step, value in values.items():
+            writer.add_scalar(tag, value, step)
+    writer.close()
 
 
 def ok(rel_l2: float, **extra) -> dict:
@@ -207,22 +218,141 @@ def test_plots_from_tensorboard_events(tmp_path):
         assert (tmp_path / name).stat().st_size > 1000
         assert f"({name})" in text
 
+    # no gradient diagnostics logged anywhere: no such plot or column, and the page says so
+    assert not (tmp_path / "alignment_vs_step.png").exists()
+    assert not (tmp_path / "conflict_vs_step.png").exists()
+    assert "`align/score`: logged by no configuration" in text
+    assert "`grad/conflict_fraction`: logged by no configuration" in text
+    assert not any(k.startswith("final_") for k in read_csv(tmp_path / "summary.csv")[0])
+
     (group,) = [g for g in summary.group_runs(summary.find_runs(tmp_path)) if g.key[0][1] == "ema"]
-    steps, mean, lo, hi = summary._seed_curves(
-        group, {r.path: summary.load_scalars(r.path) for r in group.runs}, "unknown/re"
-    )
-    assert steps == [10, 20, 30]
-    assert mean == pytest.approx([60.5, 70.5, 80.5]) and lo == [60, 70, 80] and hi == [61, 71, 81]
-    # against the wall time: the x values are the seeds' mean wall time at each step
+    scalars = {r.path: summary.load_scalars(r.path) for r in group.runs}
+    band = summary_plots.aggregate(summary_plots.seed_curves(group, scalars, "unknown/re"))
+    assert band.x.tolist() == [10, 20, 30] and band.count.tolist() == [2, 2, 2]
+    assert band.mean == pytest.approx([60.5, 70.5, 80.5])
+    assert band.lo.tolist() == [60, 70, 80] and band.hi.tolist() == [61, 71, 81]
+    # against the wall time: each seed's own (wall time, error) points, interpolated onto the
+    # union of the seeds' times; seed 1's clock runs 1 s behind seed 0's
+    curves = summary_plots.seed_curves(group, scalars, "eval/rel_l2", x_tag="eval/wall_time_s")
+    assert curves == [
+        ([20, 40, 60], pytest.approx([0.1, 0.05, 7.0])),
+        ([21, 41, 61], pytest.approx([1.1, 1.05, 7.0])),
+    ]
+    band = summary_plots.aggregate(curves)
+    assert band.x.tolist() == [20, 21, 40, 41, 60, 61]
+    assert band.count.tolist() == [1, 2, 2, 2, 2, 1]  # no extrapolation past a seed's range
+    seed0_at_21 = 0.1 - 0.05 / 20
+    assert band.mean[:2] == pytest.approx([0.1, (seed0_at_21 + 1.1) / 2])
+    assert band.lo[1] == pytest.approx(seed0_at_21) and band.hi[1] == pytest.approx(1.1)
     import matplotlib.pyplot as plt
 
-    scalars = {r.path: summary.load_scalars(r.path) for r in group.runs}
     path = tmp_path / "t.png"
-    drawn = summary._curve_plot(
+    drawn = summary_plots._curve_plot(
         [group], scalars, "eval/rel_l2", [], path, "e", x_tag="eval/wall_time_s"
     )
     assert drawn and path.stat().st_size > 1000
     plt.close("all")
+
+
+def test_aggregate_on_a_common_grid():
+    curves = [([0, 2, 4], [0.0, 2.0, 4.0]), ([1, 3, 5], [10.0, 30.0, 50.0])]
+    band = summary_plots.aggregate(curves)
+    assert band.x.tolist() == [0, 1, 2, 3, 4, 5]
+    assert band.count.tolist() == [1, 2, 2, 2, 2, 1]
+    # seed 0 is y = x on [0, 4], seed 1 is y = 10 x on [1, 5]
+    assert band.mean == pytest.approx([0, 5.5, 11, 16.5, 22, 50])
+    assert band.lo == pytest.approx([0, 1, 2, 3, 4, 50])
+    assert band.hi == pytest.approx([0, 10, 20, 30, 40, 50])
+    assert band.std[1:5] == pytest.approx([statistics.stdev([x, 10 * x]) for x in (1, 2, 3, 4)])
+    assert math.isnan(band.std[0]) and math.isnan(band.std[5])  # one seed: undefined
+    # an explicit grid; points no seed covers are dropped; non-finite points are skipped;
+    # unsorted input is sorted
+    curves = [([4, 0, 2, 3], [4.0, 0.0, 2.0, float("nan")]), ([0, 4], [1.0, 1.0])]
+    band = summary_plots.aggregate(curves, grid=[-1, 1, 3, 9])
+    assert band.x.tolist() == [1, 3] and band.count.tolist() == [2, 2]
+    assert band.mean == pytest.approx([1.0, 2.0]) and band.hi == pytest.approx([1.0, 3.0])
+    assert summary_plots.aggregate([]) is None
+    assert summary_plots.aggregate([([1, 2], [float("nan")] * 2)]) is None
+
+
+# align/score and grad/conflict_fraction per (balancer, seed), at steps 10, 20, 30
+ALIGN = {
+    ("ema", 0): [0.1, 0.2, 0.3],
+    ("ema", 1): [0.3, 0.4, 0.5],
+    ("gradnorm", 0): [-0.5, -0.2, -0.1],
+    ("gradnorm", 1): [-0.3, 0.0, 0.2],
+}
+CONFLICT = {
+    ("ema", 0): [1.0, 2 / 3, 1 / 3],
+    ("ema", 1): [2 / 3, 1 / 3, 0.0],
+    ("gradnorm", 0): [1 / 3, 1 / 3, 2 / 3],
+    ("gradnorm", 1): [1.0, 1.0, 1.0],
+}
+
+
+def test_gradient_diagnostics_plots_columns_and_notes(tmp_path):
+    for balancer in ("ema", "gradnorm", "none"):
+        for seed in range(2):
+            run = make_run(tmp_path, [f"balancer={balancer}", f"seed={seed}"], ok(0.1 + seed))
+            events = {"eval/rel_l2": {10: 0.5, 20: 0.2, 30: 0.1}}
+            if balancer != "none":  # the fast path logs no per-term gradient diagnostics
+                events["align/score"] = dict(zip((10, 20, 30), ALIGN[balancer, seed]))
+                events["grad/conflict_fraction"] = dict(zip((10, 20, 30), CONFLICT[balancer, seed]))
+                events["align/pde"] = {10: 0.9}  # a per-term alignment: not the score
+            write_events(run, events)
+    text = summary.summarize(tmp_path)
+    for name in ("alignment_vs_step.png", "conflict_vs_step.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+        assert f"({name})" in text
+
+    rows = {r["balancer"]: r for r in read_csv(tmp_path / "summary.csv")}
+    for balancer in ("ema", "gradnorm"):
+        row = rows[balancer]
+        for column, values in (("final_align_score", ALIGN), ("final_conflict_fraction", CONFLICT)):
+            finals = [values[balancer, seed][-1] for seed in range(2)]
+            assert float(row[f"{column}_mean"]) == pytest.approx(statistics.fmean(finals))
+            assert float(row[f"{column}_std"]) == pytest.approx(statistics.stdev(finals))
+    none = rows["none"]
+    assert none["final_align_score_mean"] == none["final_conflict_fraction_std"] == ""
+    header = next(line for line in text.splitlines() if line.startswith("|"))
+    assert header.endswith("| align score (final) | conflict fraction (final) |")
+    md = {r[0]: r for r in table_rows(text)}
+    assert md["ema"][-2:] == ["0.400 ± 0.141", "0.167 ± 0.236"]
+    assert md["gradnorm"][-2:] == ["0.050 ± 0.212", "0.833 ± 0.236"]
+    assert md["none"][-2:] == ["–", "–"]
+    assert "`align/score`: not logged by `balancer=none`; left out of alignment_vs_step.png" in text
+    assert "`grad/conflict_fraction`: not logged by `balancer=none`" in text
+
+    # the curves behind the plots: mean and min..max band over the seeds at each step
+    groups = {g.choices["balancer"]: g for g in summary.group_runs(summary.find_runs(tmp_path))}
+    scalars = {
+        r.path: summary.load_scalars(r.path, summary.SCALAR_PREFIXES)
+        for g in groups.values()
+        for r in g.runs
+    }
+    assert "align/pde" not in scalars[groups["ema"].runs[0].path]
+    band = summary_plots.aggregate(
+        summary_plots.seed_curves(groups["gradnorm"], scalars, "align/score")
+    )
+    assert band.x.tolist() == [10, 20, 30] and band.count.tolist() == [2, 2, 2]
+    assert band.mean == pytest.approx([-0.4, -0.1, 0.05])
+    assert band.lo == pytest.approx([-0.5, -0.2, -0.1]) and band.hi == pytest.approx([-0.3, 0, 0.2])
+    seeds = zip(ALIGN["gradnorm", 0], ALIGN["gradnorm", 1])
+    assert band.std == pytest.approx([statistics.stdev(pair) for pair in seeds])
+    band = summary_plots.aggregate(
+        summary_plots.seed_curves(groups["ema"], scalars, "grad/conflict_fraction")
+    )
+    assert band.mean == pytest.approx([5 / 6, 0.5, 1 / 6])
+    assert summary_plots.seed_curves(groups["none"], scalars, "align/score") == []
+
+    # tables only: the same columns, no plots
+    for name in ("alignment_vs_step.png", "conflict_vs_step.png"):
+        (tmp_path / name).unlink()
+    text = summary.summarize(tmp_path, plots=False)
+    assert not (tmp_path / "alignment_vs_step.png").exists()
+    ema = read_csv(tmp_path / "summary.csv")[0]
+    assert float(ema["final_align_score_mean"]) == pytest.approx(0.4)
+    assert "`align/score`: not logged by `balancer=none`" in text
 
 
 def test_mean_std_ignores_non_finite():
