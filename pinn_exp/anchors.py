@@ -91,6 +91,18 @@ class Anchor(nn.Module, ABC):
         return f"initial={self.initial!r}"
 
 
+def _positive_ratio(anchor: Anchor, initial: float, beta: float) -> float:
+    """Checks and stores ``initial`` and ``beta``; returns ``initial / beta`` (finite, > 0)."""
+    anchor.initial = _check_real("initial", initial, positive=True)
+    anchor.beta = _check_real("beta", beta, positive=True)
+    ratio = anchor.initial / anchor.beta
+    if not (math.isfinite(ratio) and ratio > 0):
+        raise ValueError(
+            f"initial / beta must be finite and > 0, got {initial!r} / {beta!r} = {ratio!r}"
+        )
+    return ratio
+
+
 class SoftplusAnchor(Anchor):
     """Positive parameter ``value = beta * softplus(raw)``.
 
@@ -103,13 +115,7 @@ class SoftplusAnchor(Anchor):
 
     def __init__(self, initial: float, beta: float = 1.0) -> None:
         super().__init__(initial)
-        self.initial = _check_real("initial", initial, positive=True)
-        self.beta = _check_real("beta", beta, positive=True)
-        ratio = self.initial / self.beta
-        if not (math.isfinite(ratio) and ratio > 0):
-            raise ValueError(
-                f"initial / beta must be finite and > 0, got {initial!r} / {beta!r} = {ratio!r}"
-            )
+        ratio = _positive_ratio(self, initial, beta)
         self._init_raw(inverse_softplus(ratio))
 
     def value(self) -> Tensor:
@@ -136,13 +142,7 @@ class ExpAnchor(Anchor):
 
     def __init__(self, initial: float, beta: float = 1.0) -> None:
         super().__init__(initial)
-        self.initial = _check_real("initial", initial, positive=True)
-        self.beta = _check_real("beta", beta, positive=True)
-        ratio = self.initial / self.beta
-        if not (math.isfinite(ratio) and ratio > 0):
-            raise ValueError(
-                f"initial / beta must be finite and > 0, got {initial!r} / {beta!r} = {ratio!r}"
-            )
+        ratio = _positive_ratio(self, initial, beta)
         self._init_raw(math.log(ratio))
 
     def value(self) -> Tensor:

@@ -42,6 +42,25 @@ def test_quasi_newton_decreases_the_loss_it_line_searches(make_cfg):
     assert metrics["status"] == "completed"
 
 
+def run_killed_and_resumed(make_cfg, tmp_path, monkeypatch, overrides, optimizer_cls):
+    """An uninterrupted run, and one killed at ``optimizer_cls``'s 7th step then resumed from
+    its checkpoint: (metrics of the first, metrics of the resumed one)."""
+    full = train(make_cfg(*overrides, f"output_dir={tmp_path / 'full'}"))
+    real_step, calls = optimizer_cls.step, {"n": 0}
+
+    def dying_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt("killed")
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(optimizer_cls, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_cfg(*overrides, f"output_dir={tmp_path / 'killed'}"))
+    monkeypatch.setattr(optimizer_cls, "step", real_step)
+    return full, train(make_cfg(f"resume={tmp_path / 'killed'}"))
+
+
 @pytest.mark.parametrize("option", ["ssbroyden", "lbfgs"])
 def test_quasi_newton_run_resumed_after_kill_equals_uninterrupted(
     make_cfg, tmp_path, monkeypatch, option
@@ -55,21 +74,8 @@ def test_quasi_newton_run_resumed_after_kill_equals_uninterrupted(
         "sampler.interval=5",
         "sampler=rar",
     ]
-    full = train(make_cfg(*overrides, f"output_dir={tmp_path / 'full'}"))
-
-    real_step, calls = QuasiNewton.step, {"n": 0}
-
-    def dying_step(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 7:  # step 10 of 12, after the step-8 checkpoint
-            raise KeyboardInterrupt("killed")
-        return real_step(self, *args, **kwargs)
-
-    monkeypatch.setattr(QuasiNewton, "step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
-        train(make_cfg(*overrides, f"output_dir={tmp_path / 'killed'}"))
-    monkeypatch.setattr(QuasiNewton, "step", real_step)
-    resumed = train(make_cfg(f"resume={tmp_path / 'killed'}"))
+    # The 7th quasi-Newton step is step 10 of 12, after the step-8 checkpoint.
+    full, resumed = run_killed_and_resumed(make_cfg, tmp_path, monkeypatch, overrides, QuasiNewton)
     assert resumed["rel_l2"] == full["rel_l2"]
     assert resumed["steps"] == full["steps"] == 12
     a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
@@ -108,21 +114,8 @@ def test_soap_run_resumed_after_kill_equals_uninterrupted(make_cfg, tmp_path, mo
         "checkpoint_every=4",
         "sampler.interval=3",
     ]
-    full = train(make_cfg(*overrides, f"output_dir={tmp_path / 'full'}"))
-
-    real_step, calls = SOAP.step, {"n": 0}
-
-    def dying_step(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 7:  # step 7 of 9, after the step-4 checkpoint
-            raise KeyboardInterrupt("killed")
-        return real_step(self, *args, **kwargs)
-
-    monkeypatch.setattr(SOAP, "step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
-        train(make_cfg(*overrides, f"output_dir={tmp_path / 'killed'}"))
-    monkeypatch.setattr(SOAP, "step", real_step)
-    resumed = train(make_cfg(f"resume={tmp_path / 'killed'}"))
+    # The 7th SOAP step is step 7 of 9, after the step-4 checkpoint.
+    full, resumed = run_killed_and_resumed(make_cfg, tmp_path, monkeypatch, overrides, SOAP)
     assert resumed["steps"] == full["steps"] == 9
     assert resumed["rel_l2"] == full["rel_l2"]
     a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
