@@ -34,7 +34,7 @@ from math import comb
 import torch
 from torch import Tensor
 
-from pinn_exp.derivatives import MultiIndex, multi_indices
+from pinn_exp.derivatives import MultiIndex, _activation3, _chain_rule, multi_indices
 
 _BLEND = (35.0, -84.0, 70.0, -20.0)  # 1 - b(t) = 35 t^4 - 84 t^5 + 70 t^6 - 20 t^7: C^3 at t = 0, 1
 
@@ -78,26 +78,81 @@ class StreamConstraint:
 
     def partials(self, xy: Tensor, order: int) -> dict[MultiIndex, Tensor]:
         """``{index: (n, 3)}``: partials up to ``order`` of ``(1 - b) psi_in``, ``b`` and
-        ``phi^2`` at non-dimensional points ``xy`` (n, 2), cached for the last point sets."""
+        ``phi^2`` at non-dimensional points ``xy`` (n, 2), cached for the last point sets.
+
+        Computed as truncated Taylor "jets" (each factor's partials, combined by Leibniz's rule
+        and Faa di Bruno's formula): nested autograd took ~1 s for 4096 points at third order,
+        about 15x the network's own residual there, and RAR ranks 10x the collocation points at
+        every resampling."""
         key = (tuple(xy.shape), order, xy.dtype, xy.device)
         hit = self._cache.get(key)
         if hit is not None and torch.equal(hit[0], xy):
             return hit[1]
-        with torch.enable_grad():
-            leaf = xy.detach().clone().requires_grad_(True)
-            out = {(): torch.stack(self.fields(leaf), 1)}
-            for index in multi_indices(2, order)[1:]:
-                parent = out[index[:-1]]
-                cols = [
-                    torch.autograd.grad(parent[:, j].sum(), leaf, create_graph=True)[0]
-                    for j in range(3)
-                ]
-                out[index] = torch.stack([c[:, index[-1]] for c in cols], 1)
-        out = {k: v.detach() for k, v in out.items()}
+        indices = multi_indices(2, order)
+        x, y = xy[:, 0].detach(), xy[:, 1].detach()
+        one, zero = torch.ones_like(x), torch.zeros_like(x)
+
+        def coordinate(v: Tensor, axis: int, scale: float = 1.0) -> dict:
+            unit = {(axis,): one / scale}
+            return {i: v / scale if i == () else unit.get(i, zero) for i in indices}
+
+        dx, dy = x - self.centre[0], y - self.centre[1]
+        r2 = {i: zero for i in indices} | {(): dx * dx + dy * dy, (0,): 2 * dx, (1,): 2 * dy}
+        r2 |= {i: 2 * one for i in ((0, 0), (1, 1)) if i in r2}
+        # r = sqrt(r2), then the blend's rise over t = (r - R) / (R_b - R), clamped to [0, 1]:
+        # at t = 1 its first three derivatives vanish, so the clamp is smooth to third order.
+        u = r2[()]
+        r = _apply(r2, (u.sqrt(), 0.5 * u**-0.5, -0.25 * u**-1.5, 0.375 * u**-2.5), indices)
+        width = self.blend_radius - self.radius
+        t = {i: (v - self.radius if i == () else v) / width for i, v in r.items()}
+        rise = _apply(t, _rise(t[()].clamp(0.0, 1.0)), indices)
+        h = self.height
+        s = y / h
+        inflow = (h * s * s * (3 - 2 * s), 6 * s * (1 - s), (6 - 12 * s) / h, -12 / h**2 * one)
+        inflow = _apply(coordinate(y, 1), inflow, indices)
+        inlet_z = coordinate(x, 0, self.inlet_length)
+        inlet = _apply(inlet_z, _activation3(inlet_z[()], "tanh"), indices)
+        walls = (4 * s * (1 - s), 4 * (1 - 2 * s) / h, -8 / h**2 * one, zero)
+        walls = _apply(coordinate(y, 1), walls, indices)
+        q, c = u + self.radius**2, 2 * self.radius**2
+        cylinder = _apply(r2, (1 - c / q, c / q**2, -2 * c / q**3, 6 * c / q**4), indices)
+        phi = _mul(_mul(inlet, walls, indices), cylinder, indices)
+        a, w = _mul(rise, inflow, indices), _mul(phi, phi, indices)
+        b = {i: (1 - v if i == () else -v) for i, v in rise.items()}
+        out = {i: torch.stack([a[i], b[i], w[i]], 1) for i in indices}
         if len(self._cache) >= 8:  # collocation, boundary and sensor sets, and a few spares
             self._cache.pop(next(iter(self._cache)))
         self._cache[key] = (xy.detach().clone(), out)
         return out
+
+
+def _rise(t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``1 - b = 35 t^4 - 84 t^5 + 70 t^6 - 20 t^7`` and its first three derivatives."""
+    c4, c5, c6, c7 = _BLEND
+    return (
+        t**4 * (c4 + t * (c5 + t * (c6 + t * c7))),
+        t**3 * (4 * c4 + t * (5 * c5 + t * (6 * c6 + t * 7 * c7))),
+        t**2 * (12 * c4 + t * (20 * c5 + t * (30 * c6 + t * 42 * c7))),
+        t * (24 * c4 + t * (60 * c5 + t * (120 * c6 + t * 210 * c7))),
+    )
+
+
+def _apply(z: dict, sigma: tuple, indices: list[MultiIndex]) -> dict:
+    """The jet of f(z) from z's jet and f and its first three derivatives at z's value."""
+    return {i: sigma[0] if i == () else _chain_rule(z, sigma, i) for i in indices}
+
+
+def _mul(a: dict, b: dict, indices: list[MultiIndex]) -> dict:
+    """The jet of a product, by Leibniz's rule."""
+    out = {}
+    for index in indices:
+        na, nb = _counts(index)
+        out[index] = sum(
+            comb(na, i) * comb(nb, j) * a[_index(i, j)] * b[_index(na - i, nb - j)]
+            for i in range(na + 1)
+            for j in range(nb + 1)
+        )
+    return out
 
 
 def _counts(index: MultiIndex) -> tuple[int, int]:

@@ -126,16 +126,40 @@ def test_bad_hard_bc_arguments_name_the_key(tmp_path, kwargs, key):
 
 
 @pytest.mark.parametrize("formulation", ["velocity", "stream"])
-def test_batched_losses_equal_per_set_evaluation(tmp_path, formulation):
-    """One forward over all point sets gives the terms that separate passes give."""
+def test_batched_boundary_sets_equal_per_set_evaluation(tmp_path, formulation):
+    """One forward over all fixed point sets gives the terms that a pass per set gives."""
     problem = NavierStokes(torch.Generator().manual_seed(0), tmp_path, formulation=formulation)
     model = MLP(2, problem.out_dim, generator=torch.Generator().manual_seed(1), width=16, depth=3)
     x = problem.sample_domain(200, torch.Generator().manual_seed(2))
     batched = problem.losses(model, x)
     r = problem.residual_components(model, x)
     separate = {name: (r[:, i] ** 2).mean() for i, name in enumerate(problem.residual_terms)}
-    at = {name: list(problem._fields(model, pts, 2)) for name, pts in problem.loss_points().items()}
+    at = {name: list(problem._fields(model, pts, 1)) for name, pts in problem.loss_points().items()}
     separate |= problem.point_terms(at)
     assert list(batched) == list(separate)
     for name in batched:
         torch.testing.assert_close(batched[name], separate[name], rtol=1e-12, atol=1e-15)
+
+
+def test_geometry_jets_match_nested_autograd_near_the_cylinder_and_inlet(tmp_path):
+    """The closed-form jets of (1 - b) psi_in, b and phi^2 against nested autograd of
+    ``fields``, on points in the blend ring around the cylinder and near the inlet and walls."""
+    constraint = hard_problem(tmp_path).constraint
+    g = torch.Generator().manual_seed(5)
+    r = 0.5 + 1.2 * torch.rand(300, generator=g, dtype=F64)  # the blend ring: r in [0.5, 1.7]
+    theta = 2 * math.pi * torch.rand(300, generator=g, dtype=F64)
+    ring = torch.stack([2 + r * torch.cos(theta), 2 + r * torch.sin(theta)], 1)
+    edge = torch.rand(200, 2, generator=g, dtype=F64) * torch.tensor([0.3, 4.1], dtype=F64)
+    xy = torch.cat([ring, edge])
+    got = constraint.partials(xy, 3)
+    leaf = xy.clone().requires_grad_(True)
+    want = {(): torch.stack(constraint.fields(leaf), 1)}
+    for index in multi_indices(2, 3)[1:]:
+        parent = want[index[:-1]]
+        cols = [
+            torch.autograd.grad(parent[:, j].sum(), leaf, create_graph=True)[0][:, index[-1]]
+            for j in range(3)
+        ]
+        want[index] = torch.stack(cols, 1)
+    for index in multi_indices(2, 3):
+        torch.testing.assert_close(got[index], want[index].detach(), rtol=1e-10, atol=1e-10)
