@@ -368,22 +368,18 @@ class NavierStokes(Problem):
         return {name: self.boundary[name] for name in names}
 
     def losses(self, model: nn.Module, x: Tensor) -> dict[str, Tensor]:
-        """Residual terms at ``x``, then the other terms (:meth:`point_terms`). The fixed point
-        sets go through one batched forward pass (concatenate, one stacked-stream pass, split)
-        and the collocation points through another: a term's gradient is then a backward pass
-        over its own graph only. (One forward over everything cost 3.4-3.8x the plain step for
-        the K x P per-term gradients against 1.4-1.5x with a forward per set: every term's
-        backward went through the collocation points' graph; ``scripts/bench_step.py``.)"""
+        """Residual terms at ``x``, then the other terms (:meth:`point_terms`), each point set
+        through its own forward pass, so that a term's gradient is a backward pass over its own
+        graph only. Batching the sets into one forward pass costs more when the per-term
+        gradients (K x P) are wanted, since every term's backward then runs through the whole
+        batch: measured (``scripts/bench_step.py``, docs/results/step_time.md) 3.4-3.8x the plain
+        step with all sets in one pass, 1.5-2.1x with the fixed sets batched, 1.4-1.5x apart."""
         inviscid, laplacian, divergence = self._momentum_from(*self._fields(model, x, 2)[:3])
         momentum = inviscid - self.inv_re() * laplacian
         r = torch.cat([momentum, divergence.unsqueeze(1)], 1)
         terms = {name: (r[:, i] ** 2).mean() for i, name in enumerate(self.residual_terms)}
-        sets = self.loss_points()
-        sizes = [len(v) for v in sets.values()]
         # The outlet needs first derivatives of (u, v, p), so psi's second; nothing here more.
-        fields = self._fields(model, torch.cat(list(sets.values())), order=1)
-        split = [t.split(sizes) if t is not None else [None] * len(sizes) for t in fields]
-        at = {name: [s[i] for s in split] for i, name in enumerate(sets)}
+        at = {name: self._fields(model, pts, 1) for name, pts in self.loss_points().items()}
         return terms | self.point_terms(at)
 
     def point_terms(self, at: dict[str, list]) -> dict[str, Tensor]:

@@ -126,8 +126,8 @@ def test_bad_hard_bc_arguments_name_the_key(tmp_path, kwargs, key):
 
 
 @pytest.mark.parametrize("formulation", ["velocity", "stream"])
-def test_batched_boundary_sets_equal_per_set_evaluation(tmp_path, formulation):
-    """One forward over all fixed point sets gives the terms that a pass per set gives."""
+def test_losses_equal_per_set_evaluation(tmp_path, formulation):
+    """The loss terms are the residuals at x and each fixed set's own terms."""
     problem = NavierStokes(torch.Generator().manual_seed(0), tmp_path, formulation=formulation)
     model = MLP(2, problem.out_dim, generator=torch.Generator().manual_seed(1), width=16, depth=3)
     x = problem.sample_domain(200, torch.Generator().manual_seed(2))
