@@ -62,6 +62,11 @@ class NavierStokes(Problem):
     component divided by nu, which is equivalent and keeps it O(1)). Boundary points are drawn
     once from the generator.
 
+    ``momentum="joint"`` makes the two momentum components one term ``momentum`` (the mean
+    squared norm of the residual vector): the per-term gradients (K x P) then need one backward
+    pass through the collocation points' graph instead of two, for a balancer that would only
+    weigh one equation's two components against each other.
+
     ``formulation="stream"`` makes the network output ``(psi*, p*)`` with ``u* = dpsi*/dy*``,
     ``v* = -dpsi*/dx*``: the flow is divergence-free by construction and ``continuity`` is no
     term; ``inlet`` and ``walls`` add the squared error of psi* (the inflow's integral
@@ -108,6 +113,7 @@ class NavierStokes(Problem):
         formulation: str = "velocity",
         hard_bc: bool = False,
         blend_radius: float = 1.5,
+        momentum: str = "split",
         dirichlet_velocity: BoundaryData | None = None,
         outlet_data: BoundaryData | None = None,
         stream_data: Callable[[Tensor], Tensor] | None = None,
@@ -137,6 +143,9 @@ class NavierStokes(Problem):
         if formulation not in ("velocity", "stream"):
             raise ValueError(f"pde.formulation must be 'velocity' or 'stream', got {formulation!r}")
         self.formulation = formulation
+        if momentum not in ("split", "joint"):
+            raise ValueError(f"pde.momentum must be 'split' or 'joint', got {momentum!r}")
+        self.momentum = momentum
         if not isinstance(hard_bc, bool):
             raise ValueError(f"pde.hard_bc must be true or false, got {hard_bc!r}")
         if hard_bc and formulation != "stream":
@@ -150,6 +159,8 @@ class NavierStokes(Problem):
         if formulation == "stream":
             # (psi, p): continuity holds exactly, so it is no loss term.
             self.out_dim, self.residual_terms = 2, ("momentum_x", "momentum_y")
+        if momentum == "joint":  # one term for the momentum equation's two components
+            self.residual_terms = ("momentum", *self.residual_terms[2:])
         self.refinement, self.derivatives, self.compile = refinement, derivatives, compile
         self.data_dir = Path(data_dir)
         self.dtype, self.device = dtype, torch.device(device)
@@ -377,7 +388,12 @@ class NavierStokes(Problem):
         inviscid, laplacian, divergence = self._momentum_from(*self._fields(model, x, 2)[:3])
         momentum = inviscid - self.inv_re() * laplacian
         r = torch.cat([momentum, divergence.unsqueeze(1)], 1)
-        terms = {name: (r[:, i] ** 2).mean() for i, name in enumerate(self.residual_terms)}
+        if self.momentum == "joint":
+            terms = {"momentum": (momentum**2).sum(1).mean()}
+            if "continuity" in self.residual_terms:
+                terms["continuity"] = (divergence**2).mean()
+        else:
+            terms = {name: (r[:, i] ** 2).mean() for i, name in enumerate(self.residual_terms)}
         # The outlet needs first derivatives of (u, v, p), so psi's second; nothing here more.
         at = {name: self._fields(model, pts, 1) for name, pts in self.loss_points().items()}
         return terms | self.point_terms(at)

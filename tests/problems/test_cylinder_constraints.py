@@ -163,3 +163,18 @@ def test_geometry_jets_match_nested_autograd_near_the_cylinder_and_inlet(tmp_pat
         want[index] = torch.stack(cols, 1)
     for index in multi_indices(2, 3):
         torch.testing.assert_close(got[index], want[index].detach(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("formulation", ["velocity", "stream"])
+def test_joint_momentum_is_the_sum_of_the_split_terms(tmp_path, formulation):
+    kwargs = dict(formulation=formulation)
+    split = NavierStokes(torch.Generator().manual_seed(0), tmp_path, **kwargs)
+    joint = NavierStokes(torch.Generator().manual_seed(0), tmp_path, momentum="joint", **kwargs)
+    model = MLP(2, split.out_dim, generator=torch.Generator().manual_seed(1), width=16, depth=3)
+    x = split.sample_domain(100, torch.Generator().manual_seed(2))
+    a, b = split.losses(model, x), joint.losses(model, x)
+    assert joint.residual_terms[0] == "momentum" and list(b)[0] == "momentum"
+    torch.testing.assert_close(b["momentum"], a["momentum_x"] + a["momentum_y"])
+    assert set(a) - {"momentum_x", "momentum_y"} == set(b) - {"momentum"}
+    with pytest.raises(ValueError, match="pde.momentum"):
+        NavierStokes(torch.Generator().manual_seed(0), tmp_path, momentum="both")
