@@ -355,10 +355,7 @@ class NavierStokes(Problem):
     def _momentum_parts(self, model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(u.grad)u + grad p`` and ``lap u`` (n, 2), and ``div u`` (n,): the momentum residual
         is the first minus ``lap u / Re``."""
-        return self._momentum_from(*self.outputs_and_derivatives(model, x))
-
-    @staticmethod
-    def _momentum_from(y: Tensor, dy: Tensor, d2y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        y, dy, d2y = self.outputs_and_derivatives(model, x)
         u, v = y[:, 0], y[:, 1]
         (u_x, v_x, p_x), (u_y, v_y, p_y) = dy[:, 0].unbind(1), dy[:, 1].unbind(1)
         inviscid = torch.stack([u * u_x + v * u_y + p_x, u * v_x + v * v_y + p_y], 1)
@@ -385,13 +382,11 @@ class NavierStokes(Problem):
         gradients (K x P) are wanted, since every term's backward then runs through the whole
         batch: measured (``scripts/bench_step.py``, docs/results/step_time.md) 3.4-3.8x the plain
         step with all sets in one pass, 1.5-2.1x with the fixed sets batched, 1.4-1.5x apart."""
-        inviscid, laplacian, divergence = self._momentum_from(*self._fields(model, x, 2)[:3])
-        momentum = inviscid - self.inv_re() * laplacian
-        r = torch.cat([momentum, divergence.unsqueeze(1)], 1)
+        r = self.residual_components(model, x)
         if self.momentum == "joint":
-            terms = {"momentum": (momentum**2).sum(1).mean()}
+            terms = {"momentum": (r[:, :2] ** 2).sum(1).mean()}
             if "continuity" in self.residual_terms:
-                terms["continuity"] = (divergence**2).mean()
+                terms["continuity"] = (r[:, 2] ** 2).mean()
         else:
             terms = {name: (r[:, i] ** 2).mean() for i, name in enumerate(self.residual_terms)}
         # The outlet needs first derivatives of (u, v, p), so psi's second; nothing here more.

@@ -118,9 +118,7 @@ class NavierStokesInverse(NavierStokes):
             n_wake = int(round(wake_bias * n_sensors))
             (x0, x1), y_range = WAKE_BOX
             points = [
-                self._fluid_points(
-                    n_sensors - n_wake, generator, (0.0, self.length), (0.0, HEIGHT), SENSOR_MARGIN
-                ),
+                self.sensor_domain(n_sensors - n_wake, generator),
                 self._fluid_points(
                     n_wake, generator, (x0, min(x1, self.length)), y_range, SENSOR_MARGIN
                 ),
