@@ -67,6 +67,7 @@ CHECKS = [
     ("log_every", _positive_int, "a positive integer"),
     ("eval_every", _positive_int, "a positive integer"),
     ("checkpoint_every", _positive_int, "a positive integer"),
+    ("time_budget_s", _positive, "a positive number of seconds, or null for no budget"),
     ("device", lambda v: v in ("cpu", "cuda", "auto"), "one of cpu, cuda, auto"),
     ("dtype", lambda v: v in ("float64", "float32"), "one of float64, float32"),
     ("model.width", _positive_int, "a positive integer"),

@@ -94,6 +94,9 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
     phases = parts.schedule.phases(list(model.parameters()), unknown_params, cfg.steps)
     refresh = getattr(parts.schedule.quasi_newton, "refresh_weights", False)
     total_steps = cfg.steps
+    # A wall-time budget (training time, evaluation excluded) compares optimizers whose steps
+    # cost different amounts; `steps` stays an upper bound.
+    budget = cfg.get("time_budget_s")
 
     # --- resume ---------------------------------------------------------------------------
     step, elapsed, step_times, weights = 0, 0.0, [], None
@@ -144,8 +147,9 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
         file=sys.stderr,
     )
     last_rel_l2 = float("nan")
+    out_of_time = budget is not None and elapsed >= budget
     with logging_redirect_tqdm():
-        while step < total_steps:
+        while step < total_steps and not out_of_time:
             t0 = time.perf_counter()
             phase = [p for first, p in phases if first <= step][-1]
             log_now = step % cfg.log_every == 0
@@ -207,6 +211,8 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
             dt = time.perf_counter() - t0
             step_times.append((phase.name, dt))
             elapsed += dt
+            out_of_time = budget is not None and elapsed >= budget
+            last = step == total_steps or out_of_time
 
             if log_now:
                 scalars = {f"loss/{n}": v for n, v in zip(names, losses.tolist())}
@@ -225,7 +231,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
                     phase=phase.name, loss=f"{scalars['loss/total']:.3e}", rel_l2=shown
                 )
 
-            if step % cfg.eval_every == 0 or step == total_steps:
+            if step % cfg.eval_every == 0 or last:
                 evaluation = problem.evaluate(model)
                 last_rel_l2 = evaluation.metrics["rel_l2"]
                 logger.scalars(evaluation.metrics, step, prefix="eval/")
@@ -246,7 +252,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
                     len(step_times) / elapsed,
                     elapsed,
                 )
-            if step % cfg.checkpoint_every == 0 or step == total_steps:
+            if step % cfg.checkpoint_every == 0 or last:
                 save_checkpoint()
             progress.update(1)
     if not math.isnan(last_rel_l2):  # the bar's last word is the final error, not a log step's
@@ -264,6 +270,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict:
     metrics = {
         "status": status,
         "steps": step,
+        "stopped_by": "time_budget" if out_of_time and status == "completed" else "steps",
         "wall_time_s": elapsed,
         "step_time_ms": _median_ms([dt for _, dt in step_times]),
     }

@@ -19,6 +19,7 @@ CONFIG_FILE = "config.yaml"
 # Hydra's own keys (`hydra.*`, `hydra/...`) may be given too.
 RESUME_KEYS = {
     "steps": "steps (to extend the run: at least the saved value)",
+    "time_budget_s": "time_budget_s (to extend a run its budget stopped)",
     "progress": "progress",
     "data_dir": "data_dir",
 }

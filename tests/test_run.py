@@ -119,6 +119,36 @@ def test_nan_loss_stops_with_diverged_status(make_cfg, tmp_path, monkeypatch):
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
+def test_time_budget_stops_evaluates_and_resumes(make_cfg, tmp_path, monkeypatch):
+    """A wall-time budget ends the run at the step that spends it, evaluated and checkpointed
+    there; resuming with a larger budget continues. The clock is faked: one second per read."""
+    import pinn_exp.run as run_module
+
+    clock = {"t": 0.0}
+
+    def fake_clock():
+        clock["t"] += 0.5
+        return clock["t"]
+
+    monkeypatch.setattr(run_module.time, "perf_counter", fake_clock)
+    out = tmp_path / "budget"
+    metrics = train(
+        make_cfg("steps=50", "eval_every=100", "time_budget_s=3.5", f"output_dir={out}")
+    )
+    assert metrics["stopped_by"] == "time_budget" and metrics["status"] == "completed"
+    assert 1 <= metrics["steps"] < 50 and metrics["wall_time_s"] >= 3.5
+    assert metrics["rel_l2"] > 0 and (out / "prediction.h5").is_file()
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["step"] == metrics["steps"]
+
+    more = train(make_cfg(f"resume={out}", "time_budget_s=7.5"), ["time_budget_s=7.5"])
+    assert more["stopped_by"] == "time_budget" and metrics["steps"] < more["steps"] < 50
+    assert more["wall_time_s"] >= 7.5
+
+    plain = train(make_cfg("steps=5", f"output_dir={tmp_path / 'plain'}"))
+    assert plain["stopped_by"] == "steps" and plain["steps"] == 5
+
+
 # A CLI run of a few steps on 2 shared cores.
 TINY_CLI = (
     "steps=3",
@@ -137,6 +167,7 @@ TINY_CLI = (
         ("balancer=nonsense", "balancer"),
         ("device=tpu", "device"),
         ("noise.level=-0.1", "noise.level"),
+        ("time_budget_s=0", "time_budget_s"),
         ("pde.d=-1", "pde.d"),
     ],
 )
