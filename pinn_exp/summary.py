@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from pinn_exp.summary_effects import effects_section
 from pinn_exp.summary_runs import (
     DEFAULT_EXCLUDE,
     HEADLINE,
@@ -146,6 +147,8 @@ def summarize_groups(
         times = [t for t in times if _finite(t)]
         row["step_time_ms_median"] = statistics.median(times) if times else math.nan
         row["wall_time_s_mean"] = mean_std([r.metrics.get("wall_time_s") for r in good])[0]
+        # Under a wall-time budget the steps reached differ per configuration and per seed.
+        row["steps_mean"] = mean_std([r.metrics.get("steps") for r in good])[0]
         for d in logged:
             finals = final_values(group, scalars, d.tag)
             row[f"{d.column}_mean"], row[f"{d.column}_std"] = mean_std(finals)
@@ -256,6 +259,7 @@ def markdown_table(groups: list[Group], rows: list[dict]) -> str:
     means = [row[f"{HEADLINE}_mean"] for row in rows]
     best = min((m for m in means if _finite(m)), default=None) if len(rows) > 1 else None
     header = [*columns, *errors, "n", "diverged", "failed", "step ms (median)", "wall s (mean)"]
+    header += ["steps (mean)"]
     header += [d.header for d in diagnostics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -267,15 +271,22 @@ def markdown_table(groups: list[Group], rows: list[dict]) -> str:
             cells.append(cell)
         cells += [str(row["n"]), str(row["diverged"]), str(row["failed"])]
         cells += [_num(row["step_time_ms_median"]), _num(row["wall_time_s_mean"])]
+        cells += [_num(row["steps_mean"])]
         cells += [_pm_unit(row[f"{d.column}_mean"], row[f"{d.column}_std"]) for d in diagnostics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def markdown(
-    root: Path, groups: list[Group], rows: list[dict], plots: list[Path], notes: Sequence[str] = ()
+    root: Path,
+    groups: list[Group],
+    rows: list[dict],
+    plots: list[Path],
+    notes: Sequence[str] = (),
+    by: str | None = "optim",
 ) -> str:
-    """The page: counts, common choices, true values, the table, ``notes``, the ``plots``."""
+    """The page: counts, common choices, true values, the table, ``notes``, the factor effects
+    (per level of ``by`` too, when ``by`` is a two-level factor), the ``plots``."""
     runs = [r for g in groups for r in g.runs]
     fixed = fixed_choices(groups)
     trues = {k: row[k] for row in rows for k in row if k.endswith("_true") and _finite(row[k])}
@@ -300,13 +311,16 @@ def markdown(
             "",
         ]
     parts += [*(f"- {note}" for note in notes), ""] if notes else []
+    metrics = [m for m in error_metrics(runs) if not m.endswith("_pred")]
+    parts += effects_section(groups, metrics, by)
     parts += [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(parts).rstrip() + "\n"
 
 
 # --- the whole thing ---------------------------------------------------------------------------
-def summarize(root: Path, plots: bool = True) -> str:
-    """Write ``summary.md``, ``summary.csv`` (and plots) into ``root``; return the markdown."""
+def summarize(root: Path, plots: bool = True, by: str | None = "optim") -> str:
+    """Write ``summary.md``, ``summary.csv`` (and plots) into ``root``; return the markdown.
+    ``by``: the factor whose levels the factor effects are also given per level of."""
     root = Path(root)
     runs = find_runs(root)
     if not runs:
@@ -328,6 +342,6 @@ def summarize(root: Path, plots: bool = True) -> str:
 
         written = make_plots(root, groups, rows, scalars)
     write_csv(root / SUMMARY_CSV, choices, rows)
-    text = markdown(root, groups, rows, written, diagnostic_notes(groups, scalars))
+    text = markdown(root, groups, rows, written, diagnostic_notes(groups, scalars), by)
     (root / SUMMARY_MD).write_text(text)
     return text

@@ -46,10 +46,16 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def table_rows(markdown: str) -> list[list[str]]:
-    """The body rows of the markdown tables in ``markdown``, cells stripped."""
-    lines = [line for line in markdown.splitlines() if line.startswith("|")]
-    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+def table_rows(markdown: str, table: int = 0) -> list[list[str]]:
+    """The body rows of the ``table``-th markdown table in ``markdown``, cells stripped."""
+    tables, previous = [], ""
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            if not previous.startswith("|"):
+                tables.append([])
+            tables[-1].append(line)
+        previous = line
+    return [[c.strip() for c in line.strip("|").split("|")] for line in tables[table][2:]]
 
 
 @pytest.fixture(scope="session")

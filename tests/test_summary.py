@@ -359,3 +359,50 @@ def test_mean_std_ignores_non_finite():
     mean, std = summary.mean_std([1.0, 3.0, float("nan"), None])
     assert (mean, std) == (2.0, pytest.approx(math.sqrt(2)))
     assert all(math.isnan(x) for x in summary.mean_std([]))
+
+
+def test_factor_effects_from_matched_pairs(tmp_path):
+    """Two-level factors, ratios within a seed and every other choice, per optimizer too.
+
+    ema halves the error under adam and leaves it under ssbroyden; rar cuts it tenfold
+    everywhere; seeds scale every error alike (so the pairs cancel them)."""
+    from pinn_exp.summary_effects import factor_effects, two_level_factors
+
+    for optim in ("adam", "ssbroyden"):
+        for balancer in ("none", "ema"):
+            for sampler in ("uniform", "rar"):
+                for seed in (0, 1):
+                    error = (1.0 if optim == "adam" else 1e-3) * (seed + 1)
+                    error *= 0.5 if (balancer == "ema" and optim == "adam") else 1.0
+                    error *= 0.1 if sampler == "rar" else 1.0
+                    overrides = [f"optim={optim}", f"balancer={balancer}", f"sampler={sampler}"]
+                    make_run(tmp_path, [*overrides, f"seed={seed}"], ok(error))
+    # one unmatched run: a diverged partner drops its pair
+    make_run(tmp_path, ["optim=adam", "balancer=ema", "sampler=rar", "seed=2"], ok(0.1))
+    diverged = {"status": "diverged", "steps": 3, "wall_time_s": 1.0, "step_time_ms": 1.0}
+    make_run(tmp_path, ["optim=adam", "balancer=none", "sampler=rar", "seed=2"], diverged)
+    groups = summary.group_runs(summary.find_runs(tmp_path))
+    assert two_level_factors(groups) == {
+        "optim": ("adam", "ssbroyden"),
+        "balancer": ("none", "ema"),
+        "sampler": ("uniform", "rar"),
+    }
+    effects = {(e.factor, e.stratum): e for e in factor_effects(groups, "rel_l2", by="optim")}
+    assert ("optim", "") in effects and ("optim", "optim=adam") not in effects
+    # ssbroyden / adam: 1e-3 where ema is off, 2e-3 where it halves adam's error
+    assert effects[("optim", "")].geometric_mean == pytest.approx(math.sqrt(2) * 1e-3)
+    ema = effects[("balancer", "")]
+    assert len(ema.ratios) == 8 and ema.improved == 4
+    assert ema.geometric_mean == pytest.approx(math.sqrt(0.5))
+    assert effects[("balancer", "optim=adam")].geometric_mean == pytest.approx(0.5)
+    assert effects[("balancer", "optim=ssbroyden")].geometric_mean == pytest.approx(1.0)
+    rar = effects[("sampler", "optim=ssbroyden")]
+    assert rar.geometric_mean == pytest.approx(0.1) and rar.improved == len(rar.ratios) == 4
+
+    text = summary.summarize(tmp_path, plots=False)
+    assert "Factor effects on rel_l2" in text
+    rows = {(r[0], r[1]): r for r in table_rows(text, table=1)}
+    assert rows[("balancer: none -> ema", "optim=adam")][2:4] == ["4", "0.5"]
+    assert rows[("sampler: uniform -> rar", "all")][5] == "8/8"
+    # the main table carries the steps reached (budgeted runs differ in them)
+    assert table_rows(text)[0][-1] == "10.0"

@@ -174,8 +174,15 @@ STUDIES = {
         ["balancer", "surgery", "sampler", "anchor"],
         48,
     ),
+    "ablation_allen_cahn_qn_cpu": ("allen_cahn", ["optim", "balancer", "surgery", "sampler"], 48),
+    "ablation_ns_inverse_qn_cpu": (
+        "navier_stokes_inverse",
+        ["balancer", "surgery", "sampler", "anchor"],
+        48,
+    ),
 }
 CHOICES = {
+    "optim": ["adam", "ssbroyden"],
     "balancer": ["none", "ema"],
     "surgery": ["none", "pcgrad"],
     "sampler": ["uniform", "rar"],
@@ -206,6 +213,47 @@ def test_presets_compose_to_the_study_grid(preset):
     # the grid's first and last jobs compose and pass the run-level checks
     for job in (jobs[0], jobs[-1]):
         validate(compose_hydra(f"experiment={preset}", *job))
+
+
+def test_quasi_newton_studies_share_a_wall_time_budget():
+    """Every job of the quasi-Newton studies stops on the same budget, not on a step count; the
+    Navier-Stokes one is the inverse preset in everything else."""
+    ac = compose_hydra("experiment=ablation_allen_cahn_qn_cpu")
+    assert ac.time_budget_s == 150 and ac.steps >= 100_000
+    adam = compose_hydra("experiment=ablation_allen_cahn_qn_cpu", "optim=adam")
+    qn = compose_hydra("experiment=ablation_allen_cahn_qn_cpu", "optim=ssbroyden")
+    assert adam.optim.quasi_newton is None and adam.optim.adam_steps is None
+    assert (
+        qn.optim.adam_steps == 1000 and "SSBroyden" in qn.optim.quasi_newton["update"]["_target_"]
+    )
+    for key in ("pde", "model", "sampler", "time_budget_s", "steps", "eval_every"):
+        assert adam[key] == qn[key], key
+
+    ns = compose_hydra("experiment=ablation_ns_inverse_qn_cpu", "balancer=none", "surgery=none")
+    preset = compose_hydra("experiment=ns_inverse_qn_cpu")
+    assert ns.time_budget_s == 480 and preset.time_budget_s is None
+    for key in ("pde", "model", "sampler", "noise", "anchor", "optim", "balancer", "surgery"):
+        assert ns[key] == preset[key], key
+
+
+def test_quasi_newton_peers_match_the_ablation_rows():
+    cfg = compose_hydra("experiment=peers_allen_cahn_qn_cpu")
+    jobs = sweep_jobs(cfg)
+    assert len(jobs) == 15
+    assert {job[0] for job in jobs} == {f"peer={p}" for p in [*PEERS, "soap"]}
+    row = compose_hydra("experiment=ablation_allen_cahn_qn_cpu", "optim=ssbroyden", "sampler=rar")
+    for peer, (balancer, surgery) in PEERS.items():
+        run = compose_hydra("experiment=peers_allen_cahn_qn_cpu", f"peer={peer}")
+        assert run.balancer._target_.endswith(balancer)
+        assert run.surgery._target_.endswith(surgery)
+        for key in ("time_budget_s", "steps", "eval_every", "pde", "model", "sampler", "optim"):
+            assert run[key] == row[key], key
+    soap = compose_hydra("experiment=peers_allen_cahn_qn_cpu", "peer=soap")
+    assert soap.optim.method == "soap" and soap.optim.quasi_newton is None
+    assert soap.balancer._target_.endswith("EMABalancer")
+    assert soap.surgery._target_.endswith("NoSurgery")
+    assert (soap.time_budget_s, soap.sampler) == (row.time_budget_s, row.sampler)
+    validate(soap)
 
 
 def test_cpu_preset_size():
