@@ -214,7 +214,7 @@ def multi_indices(d: int, order: int) -> list[MultiIndex]:
     )
 
 
-def _activation3(z: Tensor, kind: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def activation3(z: Tensor, kind: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """sigma(z) and its first three derivatives."""
     if kind == "sin":
         s, c = torch.sin(z), torch.cos(z)
@@ -224,9 +224,7 @@ def _activation3(z: Tensor, kind: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return t, dt, -2 * t * dt, dt * (4 * t * t - 2 * dt)
 
 
-def _chain_rule(
-    z: dict[MultiIndex, Tensor], sigma: tuple[Tensor, ...], index: MultiIndex
-) -> Tensor:
+def chain_rule(z: dict[MultiIndex, Tensor], sigma: tuple[Tensor, ...], index: MultiIndex) -> Tensor:
     """Faa di Bruno's formula for ``d^index sigma(z)`` up to third order; missing entries of
     ``z`` are zero (the first layer's input has no second or third derivatives)."""
     _, a1, a2, a3 = sigma
@@ -350,8 +348,8 @@ def stream_partials(
     third = not second_order
     for linear, next_omega, next_kind in [*layers[1:], (head, 1.0, "")]:
         # The activation of the layer just computed (its third derivative only if needed).
-        sigma = _activation3(z[()], kind) if third else (*_activation(z[()], kind), None)
-        h = [sigma[0]] + [_chain_rule(z, sigma, idx).expand_as(sigma[0]) for idx in indices]
+        sigma = activation3(z[()], kind) if third else (*_activation(z[()], kind), None)
+        h = [sigma[0]] + [chain_rule(z, sigma, idx).expand_as(sigma[0]) for idx in indices]
         # unbind, not indexing: its backward stacks the streams' gradients, where indexing
         # fills a zeroed tensor of all streams for each one (measured: ~20 % of a step).
         out = StreamLinear.apply(torch.stack(h), next_omega * linear.weight).unbind(0)

@@ -34,7 +34,7 @@ from math import comb
 import torch
 from torch import Tensor
 
-from pinn_exp.derivatives import MultiIndex, _activation3, _chain_rule, multi_indices
+from pinn_exp.derivatives import MultiIndex, activation3, chain_rule, multi_indices
 
 _BLEND = (35.0, -84.0, 70.0, -20.0)  # 1 - b(t) = 35 t^4 - 84 t^5 + 70 t^6 - 20 t^7: C^3 at t = 0, 1
 
@@ -111,7 +111,7 @@ class StreamConstraint:
         inflow = (h * s * s * (3 - 2 * s), 6 * s * (1 - s), (6 - 12 * s) / h, -12 / h**2 * one)
         inflow = _apply(coordinate(y, 1), inflow, indices)
         inlet_z = coordinate(x, 0, self.inlet_length)
-        inlet = _apply(inlet_z, _activation3(inlet_z[()], "tanh"), indices)
+        inlet = _apply(inlet_z, activation3(inlet_z[()], "tanh"), indices)
         walls = (4 * s * (1 - s), 4 * (1 - 2 * s) / h, -8 / h**2 * one, zero)
         walls = _apply(coordinate(y, 1), walls, indices)
         q, c = u + self.radius**2, 2 * self.radius**2
@@ -139,7 +139,7 @@ def _rise(t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 def _apply(z: dict, sigma: tuple, indices: list[MultiIndex]) -> dict:
     """The jet of f(z) from z's jet and f and its first three derivatives at z's value."""
-    return {i: sigma[0] if i == () else _chain_rule(z, sigma, i) for i in indices}
+    return {i: sigma[0] if i == () else chain_rule(z, sigma, i) for i in indices}
 
 
 def _mul(a: dict, b: dict, indices: list[MultiIndex]) -> dict:
