@@ -175,6 +175,12 @@ STUDIES = {
         48,
     ),
     "ablation_allen_cahn_qn_cpu": ("allen_cahn", ["optim", "balancer", "surgery", "sampler"], 48),
+    "ablation_allen_cahn_qn_gpu": ("allen_cahn", ["optim", "balancer", "surgery", "sampler"], 48),
+    "ablation_ns_inverse_qn_gpu": (
+        "navier_stokes_inverse",
+        ["balancer", "surgery", "sampler", "anchor"],
+        48,
+    ),
     "ablation_ns_inverse_qn_cpu": (
         "navier_stokes_inverse",
         ["balancer", "surgery", "sampler", "anchor"],
