@@ -12,10 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from pinn_exp import summary
@@ -237,9 +239,17 @@ def test_quasi_newton_studies_share_a_wall_time_budget():
 
     ns = compose_hydra("experiment=ablation_ns_inverse_qn_cpu", "balancer=none", "surgery=none")
     preset = compose_hydra("experiment=ns_inverse_qn_cpu")
-    assert ns.time_budget_s == 480 and preset.time_budget_s is None
+    assert ns.time_budget_s == 180 and preset.time_budget_s is None
+    # a shorter warm-up, so that SSBroyden gets most of the budget; otherwise the preset
+    assert (ns.optim.adam_steps, preset.optim.adam_steps) == (500, 1000)
+    ns.optim.adam_steps = preset.optim.adam_steps
     for key in ("pde", "model", "sampler", "noise", "anchor", "optim", "balancer", "surgery"):
         assert ns[key] == preset[key], key
+    # the Adam rows: Adam for the whole budget (the warm-up length is unused without a QN phase)
+    adam = compose_hydra("experiment=ablation_ns_inverse_qn_cpu", "optim=adam")
+    assert adam.optim.quasi_newton is None and adam.time_budget_s == ns.time_budget_s
+    phases = instantiate(adam.optim).phases([torch.nn.Parameter(torch.zeros(2))], [], adam.steps)
+    assert [(start, type(phase).__name__) for start, phase in phases] == [(0, "AdamPhase")]
 
 
 def test_quasi_newton_peers_match_the_ablation_rows():
@@ -259,6 +269,26 @@ def test_quasi_newton_peers_match_the_ablation_rows():
     assert soap.balancer._target_.endswith("EMABalancer")
     assert soap.surgery._target_.endswith("NoSurgery")
     assert (soap.time_budget_s, soap.sampler) == (row.time_budget_s, row.sampler)
+    validate(soap)
+
+
+def test_navier_stokes_peers_match_the_ablation_rows():
+    cfg = compose_hydra("experiment=peers_ns_inverse_qn_cpu")
+    jobs = sweep_jobs(cfg)
+    assert len(jobs) == 15
+    assert {job[0] for job in jobs} == {f"peer={p}" for p in [*PEERS, "soap"]}
+    row = compose_hydra("experiment=ablation_ns_inverse_qn_cpu", "sampler=rar", "anchor=softplus")
+    keys = ("time_budget_s", "steps", "eval_every", "pde", "model", "sampler", "noise", "anchor")
+    for peer, (balancer, surgery) in PEERS.items():
+        run = compose_hydra("experiment=peers_ns_inverse_qn_cpu", f"peer={peer}")
+        assert run.balancer._target_.endswith(balancer)
+        assert run.surgery._target_.endswith(surgery)
+        for key in (*keys, "optim"):
+            assert run[key] == row[key], key
+    soap = compose_hydra("experiment=peers_ns_inverse_qn_cpu", "peer=soap")
+    assert soap.optim.method == "soap" and soap.optim.quasi_newton is None
+    for key in keys:
+        assert soap[key] == row[key], key
     validate(soap)
 
 
