@@ -1,12 +1,14 @@
 """Factor effects of a factorial sweep, from matched pairs (see ``pinn_exp.summary``).
 
-A factor is a choice key with exactly two values in the sweep (``balancer: none, ema``). Its
-effect on an error metric is measured on matched pairs: two completed runs with the same seed and
-the same value of every other choice, one at each level. Per pair the ratio ``error(on) /
-error(off)``; per factor (and per level of a stratifying key, such as the optimizer) the
-geometric mean of the ratios, their range, and how many pairs the factor improved. A ratio of
-0.1 means the factor cut the error tenfold; 1, no effect. Pairs make the comparison within a
-seed and within every other setting, so the seed-to-seed spread does not enter the ratio.
+A factor is a choice key with exactly two values in the sweep (``balancer: none, ema``), among
+the configurations that set it (a study folder may also hold peers that set none of the
+factors). Its effect on an error metric is measured on matched pairs: two completed runs with
+the same seed and the same value of every other choice, one at each level. Per pair the ratio
+``error(on) / error(off)``; per factor (and per level of a stratifying key, such as the
+optimizer) the geometric mean of the ratios, their range, and how many pairs the factor
+improved. A ratio of 0.1 means the factor cut the error tenfold; 1, no effect. Pairs make the
+comparison within a seed and within every other setting, so the seed-to-seed spread does not
+enter the ratio.
 
 The "off" level is the one named none, uniform, adam, null or false when there is one (the
 plain PINN's choice), else the first in natural order.
@@ -40,14 +42,15 @@ class Effect:
 
 
 def two_level_factors(groups: list[Group]) -> dict[str, tuple[str, str]]:
-    """``{key: (off, on)}`` for each choice key with exactly two values over the groups."""
+    """``{key: (off, on)}`` for each choice key with exactly two values over the groups that
+    set it."""
     values: dict[str, set[str]] = {}
     for group in groups:
         for key, value in group.choices.items():
             values.setdefault(key, set()).add(value)
     factors = {}
     for key, levels in values.items():
-        if len(levels) != 2 or any(key not in g.choices for g in groups):
+        if len(levels) != 2:
             continue
         ordered = sorted(levels, key=_natural)
         off = next((v for v in ordered if v.lower() in OFF_LEVELS), ordered[0])
@@ -71,7 +74,7 @@ def factor_effects(groups: list[Group], metric: str, by: str | None = None) -> l
         index = {}
         for choices, run in runs:
             value = _value(run, metric)
-            if value is not None:
+            if value is not None and factor in choices:
                 rest = tuple(sorted((k, v) for k, v in choices.items() if k != factor))
                 index[(rest, run.seed, choices[factor])] = (value, choices)
         pairs = []  # (ratio, choices of the "off" run)

@@ -57,7 +57,7 @@ import numpy as np
 from pinn_exp.problems.navier_stokes_inverse import SENSOR_MARGIN, WAKE_BOX
 from pinn_exp.reference.allen_cahn import solve_allen_cahn
 from pinn_exp.reference.mesh import CYLINDER_CENTER, CYLINDER_RADIUS, HEIGHT, LENGTH
-from pinn_exp.reference.navier_stokes import load_or_build_navier_stokes
+from pinn_exp.reference.navier_stokes_cache import load_or_build_navier_stokes
 
 SUBCOMMANDS = ("allen_cahn", "navier_stokes")
 # The Navier-Stokes sensor layouts: the box each is drawn from, and for "ball" its radius.

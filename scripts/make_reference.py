@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from pinn_exp.reference.allen_cahn import load_or_build_allen_cahn, solve_allen_cahn
-from pinn_exp.reference.navier_stokes import drag_lift_dp, load_or_build_navier_stokes
+from pinn_exp.reference.navier_stokes import drag_lift_dp
+from pinn_exp.reference.navier_stokes_cache import load_or_build_navier_stokes
 
 
 def add_allen_cahn_args(parser: argparse.ArgumentParser) -> None:

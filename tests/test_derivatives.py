@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from pinn_exp.derivatives import (
-    multi_indices,
     nested_autograd,
     nested_partials,
     stream_partials,
@@ -15,6 +14,7 @@ from pinn_exp.derivatives import (
     taylor_partials,
     value_and_derivatives,
 )
+from pinn_exp.jets import multi_indices
 from pinn_exp.models import MLP, SIREN
 
 MODELS = {

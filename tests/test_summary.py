@@ -381,6 +381,9 @@ def test_factor_effects_from_matched_pairs(tmp_path):
     make_run(tmp_path, ["optim=adam", "balancer=ema", "sampler=rar", "seed=2"], ok(0.1))
     diverged = {"status": "diverged", "steps": 3, "wall_time_s": 1.0, "step_time_ms": 1.0}
     make_run(tmp_path, ["optim=adam", "balancer=none", "sampler=rar", "seed=2"], diverged)
+    # peers in the same study folder set none of the factors: they join no pair, hide no factor
+    for peer, seed in [("lra", 0), ("lra", 1), ("relobralo", 0), ("upgrad", 0)]:
+        make_run(tmp_path, [f"peer={peer}", f"seed={seed}"], ok(0.3))
     groups = summary.group_runs(summary.find_runs(tmp_path))
     assert two_level_factors(groups) == {
         "optim": ("adam", "ssbroyden"),

@@ -3,6 +3,7 @@ and the sweep presets and launcher configs composed the way Hydra composes them.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import os
@@ -290,6 +291,79 @@ def test_navier_stokes_peers_match_the_ablation_rows():
     for key in keys:
         assert soap[key] == row[key], key
     validate(soap)
+
+
+_STUDY_SCRIPT = ROOT / "scripts" / "study.py"
+_spec = importlib.util.spec_from_file_location("study_script", _STUDY_SCRIPT)
+study = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(study)
+
+
+def study_jobs(name: str) -> dict[str, list[tuple[str, ...]]]:
+    """Each part of a study: the jobs its multirun makes, as (override, ...) tuples."""
+    jobs = {}
+    for (part, _), cmd in zip(study.STUDIES[name], study.commands(name, Path("out"))):
+        assert cmd[1:3] == ["train.py", "-m"]
+        args = [a for a in cmd[3:] if not a.startswith("hydra.")]
+        assert (
+            f"hydra.sweep.subdir='{part}/cfg_${{hydra.job.override_dirname}}/seed=${{seed}}'" in cmd
+        )
+        cfg = compose_hydra(*(a for a in args if "," not in a))
+        jobs[part] = [tuple(job) for job in sweep_jobs(cfg, *args)]
+    return jobs
+
+
+def test_navier_stokes_study_is_the_issue_grid_in_one_command():
+    """Module grid under SSBroyden (48), plain and full under Adam (3 + 3), peers (15)."""
+    jobs = study_jobs("ns_inverse_qn_cpu")
+    assert {part: len(j) for part, j in jobs.items()} == {
+        "ablation": 48,
+        "adam_plain": 3,
+        "adam_full": 3,
+        "peers": 15,
+    }
+    plain = ("balancer=none", "surgery=none", "sampler=uniform", "anchor=none")
+    full = ("balancer=ema", "surgery=pcgrad", "sampler=rar", "anchor=softplus")
+    for part, row, optim in [("adam_plain", plain, "adam"), ("adam_full", full, "adam")]:
+        for job in jobs[part]:
+            assert set(row) | {f"optim={optim}"} <= set(job), job
+    assert all("optim=ssbroyden" in job for job in jobs["ablation"])
+    # the Adam rows and the full row are the same runs but for the optimizer
+    for job in jobs["adam_full"]:
+        twin = tuple(o.replace("optim=adam", "optim=ssbroyden") for o in job)
+        assert sorted(twin) in [sorted(j) for j in jobs["ablation"]]
+    for job in (*jobs["adam_plain"], *jobs["peers"][:1]):
+        validate(compose_hydra(*job))
+    assert {part: len(j) for part, j in study_jobs("allen_cahn_qn_cpu").items()} == {
+        "ablation": 48,
+        "peers": 15,
+    }
+    assert len(sum(study_jobs("ns_inverse_qn_gpu").values(), [])) == 54
+
+
+def test_unknown_study_is_refused(capsys):
+    assert study.main(["ns_inverse", "out"]) == 2
+    err = capsys.readouterr().err
+    assert "study='ns_inverse'" in err and "ns_inverse_qn_cpu" in err
+
+
+def test_a_study_runs_its_parts_into_one_summarised_folder(tmp_path, data_dir, monkeypatch):
+    """A real two-part study: each part's runs land under its own folder, one summary reads all."""
+    monkeypatch.setitem(
+        study.STUDIES, "tiny", [("grid", ["balancer=none,ema"]), ("adam", ["optim=adam"])]
+    )
+    monkeypatch.setattr(os, "environ", ENV)
+    out = tmp_path / "study"
+    assert study.main(["tiny", str(out), *TINY, f"data_dir={data_dir}"]) == 0
+    runs = sorted(p.parent.relative_to(out) for p in out.glob("*/cfg_*/seed=0/metrics.json"))
+    assert [r.parts[0] for r in runs] == ["adam", "grid", "grid"]
+    summary.summarize(out, plots=False)
+    rows = read_csv(out / "summary.csv")
+    assert sorted((r["balancer"], r["optim"], r["n"]) for r in rows) == [
+        ("", "adam", "1"),
+        ("ema", "", "1"),
+        ("none", "", "1"),
+    ]
 
 
 def test_cpu_preset_size():

@@ -14,7 +14,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from pinn_exp.derivatives import MultiIndex, stream_partials, use_stacked  # noqa: E402
+from pinn_exp.derivatives import stream_partials, use_stacked  # noqa: E402
+from pinn_exp.jets import MultiIndex  # noqa: E402
 from pinn_exp.models import gradient  # noqa: E402
 from pinn_exp.problems.base import Evaluation, Problem, rel_l2  # noqa: E402
 from pinn_exp.reference.allen_cahn import (  # noqa: E402

@@ -34,7 +34,7 @@ from math import comb
 import torch
 from torch import Tensor
 
-from pinn_exp.derivatives import MultiIndex, activation3, chain_rule, multi_indices
+from pinn_exp.jets import MultiIndex, activation3, chain_rule, multi_indices
 
 _BLEND = (35.0, -84.0, 70.0, -20.0)  # 1 - b(t) = 35 t^4 - 84 t^5 + 70 t^6 - 20 t^7: C^3 at t = 0, 1
 

@@ -24,8 +24,8 @@ import numbers
 import torch
 from torch import Tensor
 
-from pinn_exp.reference.mesh import CYLINDER_CENTER, CYLINDER_RADIUS
-from pinn_exp.reference.navier_stokes import DIAMETER, DP_POINTS
+from pinn_exp.reference.mesh import CYLINDER_CENTER, CYLINDER_RADIUS, DIAMETER
+from pinn_exp.reference.navier_stokes import DP_POINTS
 
 __all__ = ["DP_POINTS", "cylinder_quadrature", "force_coefficients", "pressure_difference"]
 

@@ -1,11 +1,17 @@
 """Steady incompressible Navier-Stokes flow past a cylinder: the DFG 2D channel of Schaefer &
 Turek (1996, "Benchmark computations of laminar flow around a cylinder", Notes Numer. Fluid
 Mech. 52:547-566); the reference is the Taylor-Hood finite-element solution of
-:mod:`pinn_exp.reference.navier_stokes`."""
+:mod:`pinn_exp.reference.navier_stokes`.
+
+:class:`NavierStokes` holds the options, the network's fields and their input derivatives
+(velocity or stream formulation, stacked or nested autograd), the residuals, the named loss
+terms and the evaluation. The channel's points, boundary data and boundary terms are in
+:mod:`pinn_exp.problems.channel`, the exact boundary conditions in
+:mod:`pinn_exp.problems.cylinder_constraints`, the forces in :mod:`pinn_exp.problems.forces`
+and the scoring against the reference in :mod:`pinn_exp.problems.flow_metrics`."""
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable
 from functools import cached_property
@@ -22,28 +28,24 @@ from pinn_exp.derivatives import (
     use_stacked,
 )
 from pinn_exp.derivatives import value_and_derivatives as stacked_derivatives
-from pinn_exp.problems.base import Evaluation, Problem, rel_l2
+from pinn_exp.problems.base import Evaluation, Problem
+from pinn_exp.problems.channel import (
+    BoundaryData,
+    boundary_points,
+    boundary_terms,
+    fluid_points,
+    stream_targets,
+    velocity_from_stream,
+    velocity_targets,
+)
+from pinn_exp.problems.checks import positive_float, positive_int
 from pinn_exp.problems.cylinder_constraints import StreamConstraint, compose
 from pinn_exp.problems.figures import scattered_figure
+from pinn_exp.problems.flow_metrics import against_reference, flow_errors
 from pinn_exp.problems.forces import cylinder_quadrature, force_coefficients
-from pinn_exp.reference.mesh import CYLINDER_CENTER, CYLINDER_RADIUS, HEIGHT
-from pinn_exp.reference.navier_stokes import DP_POINTS, drag_lift_dp, load_or_build_navier_stokes
-
-DIAMETER = 2 * CYLINDER_RADIUS  # the length scale of Re and of the non-dimensional variables
-BoundaryData = Callable[[Tensor], Tensor]  # non-dimensional points (n, 2) -> values (n, 2)
-
-
-def _positive_float(name: str, value: object, minimum: float = 0.0) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not (ok and value > minimum):
-        raise ValueError(f"pde.{name} must be a finite number > {minimum:g}, got {value!r}")
-    return float(value)
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"pde.{name} must be a positive integer, got {value!r}")
-    return value
+from pinn_exp.reference.mesh import CYLINDER_CENTER, CYLINDER_RADIUS, DIAMETER, HEIGHT
+from pinn_exp.reference.navier_stokes import DP_POINTS, drag_lift_dp
+from pinn_exp.reference.navier_stokes_cache import load_or_build_navier_stokes
 
 
 class NavierStokes(Problem):
@@ -121,13 +123,13 @@ class NavierStokes(Problem):
         device: str | torch.device = "cpu",
     ):
         super().__init__()
-        self.re = _positive_float("re", re)
-        self.u_max = _positive_float("u_max", u_max)
+        self.re = positive_float("re", re)
+        self.u_max = positive_float("u_max", u_max)
         # The reference solver needs some channel behind the cylinder (x >= 0.5).
-        self.length = _positive_float("length", length, minimum=0.5 - 1e-12)
+        self.length = positive_float("length", length, minimum=0.5 - 1e-12)
         counts = dict(n_inlet=n_inlet, n_wall=n_wall, n_cylinder=n_cylinder, n_outlet=n_outlet)
         for name, value in counts.items():
-            _positive_int(name, value)
+            positive_int(name, value)
         if n_wall < 2:
             raise ValueError(f"pde.n_wall must be >= 2 (both walls), got {n_wall!r}")
         if isinstance(refinement, bool) or not isinstance(refinement, int):
@@ -170,7 +172,7 @@ class NavierStokes(Problem):
         self.constraint = None
         if hard_bc:
             centre = (CYLINDER_CENTER[0] / DIAMETER, CYLINDER_CENTER[1] / DIAMETER)
-            blend = _positive_float("blend_radius", blend_radius)
+            blend = positive_float("blend_radius", blend_radius)
             try:
                 self.constraint = StreamConstraint(
                     self.size_nd[1], centre, CYLINDER_RADIUS / DIAMETER, blend
@@ -182,50 +184,14 @@ class NavierStokes(Problem):
         self._compiled = {}
 
         # Fixed boundary points (dimensional), drawn once from the run's generator.
-        def uniform(n: int) -> Tensor:
-            return torch.rand(n, generator=generator, dtype=dtype)
-
-        y_in, y_out = HEIGHT * uniform(n_inlet), HEIGHT * uniform(n_outlet)
-        x_wall = self.length * uniform(n_wall)
-        bottom = torch.zeros(n_wall // 2, dtype=dtype)
-        y_wall = torch.cat([bottom, torch.full((n_wall - n_wall // 2,), HEIGHT, dtype=dtype)])
-        theta = 2 * math.pi * uniform(n_cylinder)
-        cx, cy = CYLINDER_CENTER
-        boundary = {
-            "inlet": torch.stack([torch.zeros_like(y_in), y_in], 1),
-            "walls": torch.stack([x_wall, y_wall], 1),
-            "cylinder": torch.stack(
-                [cx + CYLINDER_RADIUS * torch.cos(theta), cy + CYLINDER_RADIUS * torch.sin(theta)],
-                1,
-            ),
-            "outlet": torch.stack([torch.full_like(y_out, self.length), y_out], 1),
-        }
+        boundary = boundary_points(generator, self.length, dtype=dtype, **counts)
         self.boundary = {k: v.to(self.device) for k, v in boundary.items()}
-        self.boundary_targets = {}
-        for name in ("inlet", "walls", "cylinder"):
-            pts = self.boundary[name] / DIAMETER
-            if dirichlet_velocity is not None:
-                target = dirichlet_velocity(pts)
-            elif name == "inlet":
-                s = pts[:, 1] / self.size_nd[1]
-                target = torch.stack([6 * s * (1 - s), torch.zeros_like(s)], 1)
-            else:
-                target = torch.zeros_like(pts)
-            self.boundary_targets[name] = target.to(dtype=dtype, device=self.device)
-        pts = self.boundary["outlet"] / DIAMETER
-        target = torch.zeros_like(pts) if outlet_data is None else outlet_data(pts)
-        self.boundary_targets["outlet"] = target.to(dtype=dtype, device=self.device)
-        # psi* on the inlet and the walls: the integral of the inflow profile, so 0 on the
-        # bottom wall and the flux H* = H / D on the top one.
-        self.stream_targets = {}
-        for name in ("inlet", "walls"):
-            pts = self.boundary[name] / DIAMETER
-            if stream_data is not None:
-                target = stream_data(pts)
-            else:
-                s = pts[:, 1] / self.size_nd[1]
-                target = self.size_nd[1] * s * s * (3 - 2 * s)
-            self.stream_targets[name] = target.to(dtype=dtype, device=self.device)
+        self.boundary_targets = velocity_targets(
+            self.boundary, self.size_nd, dirichlet_velocity, outlet_data, dtype, self.device
+        )
+        self.stream_targets = stream_targets(
+            self.boundary, self.size_nd, stream_data, dtype, self.device
+        )
 
     # --- reference (lazy: the FE solve is only needed for evaluation) ----------------------
     @property
@@ -260,20 +226,8 @@ class NavierStokes(Problem):
         y_range: tuple[float, float],
         margin: float = 0.0,
     ) -> Tensor:
-        """n uniform points in a box, minus the closed cylinder (grown by ``margin``), by
-        rejection: every draw comes from ``generator``."""
-        lo = torch.tensor([x_range[0], y_range[0]], dtype=self.dtype)
-        span = torch.tensor([x_range[1] - x_range[0], y_range[1] - y_range[0]], dtype=self.dtype)
-        centre = torch.tensor(CYLINDER_CENTER, dtype=self.dtype)
-        kept, count = [torch.empty(0, 2, dtype=self.dtype)], 0
-        while count < n:
-            # ~1 % of the channel is cylinder: one batch with a small surplus nearly always
-            # suffices.
-            pts = lo + span * torch.rand(n + n // 8 + 16, 2, generator=generator, dtype=self.dtype)
-            pts = pts[(pts - centre).norm(dim=1) > CYLINDER_RADIUS + margin]
-            kept.append(pts)
-            count += len(pts)
-        return torch.cat(kept)[:n].to(self.device)
+        """:func:`~pinn_exp.problems.channel.fluid_points` on the problem's device."""
+        return fluid_points(n, generator, x_range, y_range, self.dtype, margin).to(self.device)
 
     # --- derivatives and residuals --------------------------------------------------------
     def inv_re(self) -> Tensor | float:
@@ -290,7 +244,7 @@ class NavierStokes(Problem):
         if order not in (0, 1, 2):
             raise ValueError(f"order must be 0, 1 or 2, got {order!r}")
         if self.formulation == "stream":
-            return self._from_stream(self._partials(model, x, order + 1), order)
+            return velocity_from_stream(self._partials(model, x, order + 1), order)
         if order == 0:
             return model(self.features(x)), None, None
         f, jac = self.features(x), self.jac.to(x)
@@ -325,24 +279,6 @@ class NavierStokes(Problem):
         offset = model(self.features(centre))[0, 0]
         return self.constraint.inflow_stream(CYLINDER_CENTER[1] / DIAMETER) + offset
 
-    @staticmethod
-    def _from_stream(d: dict, order: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """Velocity-space outputs from the partials of ``(psi, p)`` up to ``order + 1``."""
-
-        # u = psi_y, v = -psi_x: each velocity derivative is psi's with one more y or x.
-        def uvp(index: tuple) -> Tensor:
-            u = d[tuple(sorted((*index, 1)))][:, 0]
-            v = -d[tuple(sorted((*index, 0)))][:, 0]
-            return torch.stack([u, v, d[index][:, 1]], 1)
-
-        y = uvp(())
-        if order == 0:
-            return y, None, None
-        dy = torch.stack([uvp((0,)), uvp((1,))], 1)
-        if order == 1:
-            return y, dy, None
-        return y, dy, torch.stack([uvp((0, 0)), uvp((1, 1))], 1)
-
     def residual_components(
         self, model: nn.Module, x: Tensor, inv_re: Tensor | float | None = None
     ) -> Tensor:
@@ -367,7 +303,7 @@ class NavierStokes(Problem):
         if self.formulation != "stream":
             return (*self.outputs_and_derivatives(model, x, order), None)
         d = self._partials(model, x, order + 1)
-        return (*self._from_stream(d, order), d[()][:, 0])
+        return (*velocity_from_stream(d, order), d[()][:, 0])
 
     def loss_points(self) -> dict[str, Tensor]:
         """The fixed point sets of the non-residual terms (boundary; the inverse adds sensors);
@@ -395,20 +331,9 @@ class NavierStokes(Problem):
 
     def point_terms(self, at: dict[str, list]) -> dict[str, Tensor]:
         """Inlet, wall and cylinder velocity (and stream) errors and the do-nothing outlet
-        residual, from ``at[name] = [y, dy, None, psi]`` on each of :meth:`loss_points`."""
-        terms = {}
-        for name in ("inlet", "walls", "cylinder"):
-            if name not in at:
-                continue
-            y, psi = at[name][0], at[name][3]
-            error = ((y[:, :2] - self.boundary_targets[name]) ** 2).sum(1)
-            if psi is not None and name in self.stream_targets:
-                error = error + (psi - self.stream_targets[name]) ** 2
-            terms[name] = error.mean()
-        y, dy = at["outlet"][:2]
-        traction = torch.stack([self.inv_re() * dy[:, 0, 0] - y[:, 2], dy[:, 0, 1]], 1)
-        terms["outlet"] = ((traction - self.boundary_targets["outlet"]) ** 2).sum(1).mean()
-        return terms
+        residual (:func:`~pinn_exp.problems.channel.boundary_terms`), from ``at[name] = [y, dy,
+        None, psi]`` on each of :meth:`loss_points`."""
+        return boundary_terms(at, self.boundary_targets, self.stream_targets, self.inv_re)
 
     def _graph_free(self, model: nn.Module):
         # The stacked path is a plain forward pass: no graph is needed to rank or predict.
@@ -444,23 +369,13 @@ class NavierStokes(Problem):
         return y * scale
 
     def evaluate(self, model: nn.Module) -> Evaluation:
-        """Relative L2 errors on the reference's evaluation grid (dimensional units).
-
-        ``rel_l2`` is the error of the speed ``|(u, v)|``; ``rel_l2_velocity`` that of the
-        velocity vector. The do-nothing outlet fixes the pressure level, so ``rel_l2_p``
-        compares p directly (a PINN with the right shape but the wrong level is penalised);
-        ``rel_l2_p_mean_free`` subtracts each field's mean first, as usual where p is only
-        defined up to a constant (Raissi et al. 2019, J. Comput. Phys. 378:686-707).
-        """
+        """Relative L2 errors on the reference's evaluation grid (dimensional units; see
+        :func:`~pinn_exp.problems.flow_metrics.flow_errors`), then :meth:`force_metrics`."""
         ref = self.reference
         pts = torch.tensor(ref.eval_points, dtype=self.dtype, device=self.device)
         pred = self.predict(model, pts).cpu().numpy()
         true = np.asarray(ref.eval_values)
-        metrics = {"rel_l2": rel_l2(np.hypot(*pred[:, :2].T), np.hypot(*true[:, :2].T))}
-        metrics |= {f"rel_l2_{f}": rel_l2(pred[:, i], true[:, i]) for i, f in enumerate("uvp")}
-        metrics["rel_l2_velocity"] = rel_l2(pred[:, :2], true[:, :2])
-        p, p_ref = pred[:, 2], true[:, 2]
-        metrics["rel_l2_p_mean_free"] = rel_l2(p - p.mean(), p_ref - p_ref.mean())
+        metrics = flow_errors(pred, true)
         metrics |= self.force_metrics(model)
         return Evaluation(
             metrics=metrics,
@@ -488,15 +403,7 @@ class NavierStokes(Problem):
     def force_metrics(self, model: nn.Module) -> dict[str, float]:
         """``cd``, ``cl``, ``dp``, their reference values (``<name>_ref``, the FE volume-integral
         forces) and relative errors (``<name>_rel_error``)."""
-        out = {}
-        for name, value in self.forces(model).items():
-            ref = self.reference_forces[name]
-            out |= {
-                name: value,
-                f"{name}_ref": ref,
-                f"{name}_rel_error": abs(value - ref) / abs(ref),
-            }
-        return out
+        return against_reference(self.forces(model), self.reference_forces)
 
     def figure(self, evaluation: Evaluation):
         return scattered_figure(evaluation, self.fields)
@@ -506,5 +413,6 @@ class NavierStokes(Problem):
         self.jac = self.jac.to(self.device)
         self.boundary = {k: v.to(self.device) for k, v in self.boundary.items()}
         self.boundary_targets = {k: v.to(self.device) for k, v in self.boundary_targets.items()}
+        self.stream_targets = {k: v.to(self.device) for k, v in self.stream_targets.items()}
         self.unknowns.to(self.device)
         return self

@@ -15,7 +15,8 @@ from torch import Tensor
 
 from pinn_exp.anchors import Anchor
 from pinn_exp.noise import Noise
-from pinn_exp.problems.navier_stokes import NavierStokes, _positive_float
+from pinn_exp.problems.checks import positive_float
+from pinn_exp.problems.navier_stokes import NavierStokes
 from pinn_exp.reference.mesh import HEIGHT
 from pinn_exp.regions import check_regions, draw_focused, plain_regions
 
@@ -89,8 +90,8 @@ class NavierStokesInverse(NavierStokes):
         **kwargs,
     ):
         super().__init__(generator, data_dir, **kwargs)
-        re_initial = _positive_float("re_initial", re_initial)
-        self.re_scale = _positive_float("re_scale", re_scale)
+        re_initial = positive_float("re_initial", re_initial)
+        self.re_scale = positive_float("re_scale", re_scale)
         if isinstance(n_sensors, bool) or not isinstance(n_sensors, int) or n_sensors < 2:
             raise ValueError(f"pde.n_sensors must be an integer >= 2, got {n_sensors!r}")
         ok = isinstance(wake_bias, int | float) and not isinstance(wake_bias, bool)
@@ -107,7 +108,7 @@ class NavierStokesInverse(NavierStokes):
                 f"or {SENSOR_FOCUS}=null"
             )
         self.data_weight = _data_weight(data_weight, noise)
-        self.data_scale = _positive_float("data_scale", data_scale)
+        self.data_scale = positive_float("data_scale", data_scale)
         self.true_unknowns = {"re": self.re}
         self.unknowns["re"] = anchor(initial=re_initial / self.re_scale)
         self.unknowns.to(device=self.device, dtype=self.dtype)

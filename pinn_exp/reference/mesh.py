@@ -42,6 +42,7 @@ from skfem import MeshTri1, MeshTri2
 __all__ = [
     "CYLINDER_CENTER",
     "CYLINDER_RADIUS",
+    "DIAMETER",
     "HEIGHT",
     "LENGTH",
     "O_GRID_WIDTH",
@@ -52,6 +53,7 @@ LENGTH = 2.2
 HEIGHT = 0.41
 CYLINDER_CENTER = (0.2, 0.2)
 CYLINDER_RADIUS = 0.05
+DIAMETER = 2 * CYLINDER_RADIUS
 # Right edge of the O-grid box; 0.4 puts the cylinder centre half-way between x = 0 and it.
 O_GRID_WIDTH = 0.4
 

@@ -17,17 +17,13 @@ defaults ``U_m = 1.5, Re = 100`` (nu = 1e-3) are the DFG 2D-2 setting. There the
 is periodic (vortex shedding); the steady solution computed here is the symmetric-looking,
 unstable steady branch, which is what the steady equations define.
 
-Discretisation: Taylor-Hood P2/P1 elements on the isoparametric quadratic mesh of
-:mod:`pinn_exp.reference.mesh` (curved cylinder edges), Newton's method on the full Jacobian
-with continuation in Re (from rest, Newton at Re = 100 diverges), each step solved by sparse LU
-(SuperLU, COLAMD ordering). Drag and lift are computed with the volume-integral (residual) form
-of the boundary force, which converges at the rate of the energy error squared instead of the
-rate of the boundary traces:
-
-    V. John, "Higher order finite element methods and multigrid solvers in a benchmark problem
-    for the 3D Navier-Stokes equations", Int. J. Numer. Meth. Fluids 40, 2002, 775-798
-    (sec. 2.2), after R. Becker's drag formula (see also V. John and G. Matthies, Int. J.
-    Numer. Meth. Fluids 37, 2001, 885-903).
+This module holds the solution (:class:`NavierStokesReference`, which interpolates the
+finite-element fields anywhere in the fluid), its evaluation grid, the solver and the DFG
+quantities of a solution. The solver runs Newton's method with continuation in Re (from rest,
+Newton at Re = 100 diverges) on the Taylor-Hood P2/P1 discretisation of
+:mod:`pinn_exp.reference.taylor_hood`, on the mesh of :mod:`pinn_exp.reference.mesh`; drag and
+lift come from the volume-integral form of the force (V. John 2002, see there). Solutions are
+cached in HDF5 by :mod:`pinn_exp.reference.navier_stokes_cache`.
 
 With the default mesh (refinement 4, 13920 cells, 63730 unknowns) the DFG 2D-1 values
 (Re = 20) are matched to 4.4e-6 (drag), 1.7e-5 (lift) and 5.9e-4 (pressure difference),
@@ -42,59 +38,38 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from functools import cached_property, partial
-from pathlib import Path
+from functools import cached_property
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.linalg import splu
-from skfem import (
-    Basis,
-    BilinearForm,
-    ElementTriP1,
-    ElementTriP2,
-    ElementVector,
-    MeshTri2,
-    asm,
-)
-from skfem.helpers import ddot, div, dot, grad, mul
+from skfem import MeshTri2
 
-from pinn_exp.reference.cache import MODIFIED, read_cached, report, write_atomic_h5
 from pinn_exp.reference.checks import check_float as _check_float
 from pinn_exp.reference.locate import TriangleLocator, interpolate
 from pinn_exp.reference.mesh import (
     CYLINDER_CENTER,
     CYLINDER_RADIUS,
+    DIAMETER,
     HEIGHT,
     LENGTH,
     _check_refinement,
     channel_cylinder_mesh,
 )
+from pinn_exp.reference.taylor_hood import Discretisation, newton
 
 __all__ = [
     "DFG_2D1",
-    "FORMAT_VERSION",
     "NavierStokesReference",
     "drag_lift_dp",
     "eval_grid",
-    "load_or_build_navier_stokes",
     "solve_navier_stokes",
 ]
 
-# Bump when the file layout, the mesh or the numerical method changes, so old caches rebuild.
-FORMAT_VERSION = 2
-
-DIAMETER = 2 * CYLINDER_RADIUS
 # DFG 2D-1 (Re = 20, U_m = 0.3, nu = 1e-3): drag, lift, pressure difference. High-accuracy
 # values from the FEATFLOW benchmark pages (featflow.de, "DFG benchmark 2D-1"), which refine
 # the intervals of Schaefer & Turek (1996) (5.57-5.59, 0.0104-0.0110, 0.1172-0.1176).
 DFG_2D1 = {"re": 20.0, "u_max": 0.3, "cd": 5.57953523384, "cl": 0.010618948146, "dp": 0.11752016697}
 # The two points of the DFG pressure difference: front and rear stagnation points.
 DP_POINTS = np.array([[0.15, 0.2], [0.25, 0.2]])
-# Quadrature degree: exact for the Stokes terms on straight cells. The degree-5 convection
-# integrand is under-integrated by one degree, which moves the DFG values by < 5e-7 (relative,
-# checked against degree 6 at refinement 3), far below the discretisation error.
-INTORDER = 4
 # Mesh layer clustering at the cylinder (see mesh.py); fixed because the cache depends on it.
 WALL_GRADING = 1.5
 
@@ -178,106 +153,6 @@ def eval_grid(length: float = LENGTH, spacing: float = 0.01) -> np.ndarray:
     return pts[np.hypot(pts[:, 0] - cx, pts[:, 1] - cy) > CYLINDER_RADIUS]
 
 
-# --------------------------------------------------------------------------- discretisation
-
-
-@BilinearForm
-def _laplace(u, v, w):
-    return ddot(grad(u), grad(v))
-
-
-@BilinearForm
-def _divergence(u, q, w):
-    return div(u) * q
-
-
-@BilinearForm
-def _convection_jacobian(du, v, w):
-    # Derivative of (u.grad)u at u0 in direction du: (u0.grad)du + (du.grad)u0.
-    # grad(a)[i, j] = d a_i / d x_j, so mul(grad(a), b) = (b.grad) a.
-    u0 = w["u0"]
-    return dot(mul(grad(du), u0) + mul(grad(u0), du), v)
-
-
-class _Discretisation:
-    """Taylor-Hood P2/P1 spaces, the Stokes matrices and the boundary data on one mesh.
-
-    The unknown vector is ``x = (velocity dofs, pressure dofs)``. The residual of the weak form
-    ``nu (grad u, grad w) + ((u.grad)u, w) - (p, div w) - (q, div u)`` is
-    ``K(nu) x + N(u)`` with ``N(u) = C(u) u / 2``, because the convection Jacobian ``C(u)``
-    applied to ``u`` gives ``(u.grad)u`` twice; this saves one assembly per Newton step.
-    """
-
-    def __init__(self, mesh: MeshTri2) -> None:
-        self.mesh = mesh
-        self.ub = Basis(mesh, ElementVector(ElementTriP2()), intorder=INTORDER)
-        self.pb = self.ub.with_element(ElementTriP1())
-        self.n_u, self.n_p = self.ub.N, self.pb.N
-        self.lap = asm(_laplace, self.ub).tocsr()
-        self.div = asm(_divergence, self.ub, self.pb).tocsr()
-        self.dirichlet = np.unique(
-            np.concatenate([self.ub.get_dofs(b).all() for b in ("inlet", "walls", "cylinder")])
-        )
-        self.free = np.setdiff1d(np.arange(self.n_u + self.n_p), self.dirichlet)
-        self.inlet_x = self.ub.get_dofs("inlet").all("u^1")
-        self.cyl_x = self.ub.get_dofs("cylinder").all("u^1")
-        self.cyl_y = self.ub.get_dofs("cylinder").all("u^2")
-        # Scalar P2 numbering = mesh node numbering; vector dofs interleave (u, v) per node.
-        # to_nodal/from_nodal rely on both, so check them rather than trust them.
-        self.cells = Basis(mesh, ElementTriP2(), intorder=1).element_dofs.T.astype(np.int64)
-        locs = self.ub.doflocs
-        if not (
-            np.array_equal(locs[:, 0::2], mesh.doflocs)
-            and np.array_equal(locs[:, 1::2], mesh.doflocs)
-            and np.all(self.inlet_x % 2 == 0)
-        ):  # pragma: no cover - would mean a scikit-fem numbering change
-            raise RuntimeError("unexpected scikit-fem P2 vector dof numbering")
-
-    def stokes(self, nu: float) -> sp.csr_matrix:
-        return sp.bmat([[nu * self.lap, -self.div.T], [-self.div, None]], format="csr")
-
-    def boundary_values(self, u_max: float) -> np.ndarray:
-        """Vector that is zero except for the inflow profile on the inlet x-velocity dofs."""
-        x = np.zeros(self.n_u + self.n_p)
-        y = self.ub.doflocs[1, self.inlet_x]
-        x[self.inlet_x] = 4.0 * u_max * y * (HEIGHT - y) / HEIGHT**2
-        return x
-
-    def convection(self, x: np.ndarray) -> sp.csr_matrix:
-        return asm(_convection_jacobian, self.ub, u0=self.ub.interpolate(x[: self.n_u])).tocsr()
-
-    def residual(
-        self, x: np.ndarray, nu: float, stokes: sp.csr_matrix | None = None
-    ) -> tuple[np.ndarray, sp.csr_matrix]:
-        """Full residual (Dirichlet rows included) and the convection Jacobian at ``x``."""
-        conv = self.convection(x)
-        res = (self.stokes(nu) if stokes is None else stokes) @ x
-        res[: self.n_u] += 0.5 * (conv @ x[: self.n_u])
-        return res, conv
-
-    def forces(self, x: np.ndarray, nu: float, u_max: float) -> tuple[float, float]:
-        """Drag and lift coefficients by the volume-integral form (John 2002, sec. 2.2).
-
-        The force on the cylinder is ``F_i = -R(u, p; w_i)`` for any velocity test function
-        ``w_i`` equal to the unit vector e_i on the cylinder and zero on the other Dirichlet
-        boundaries; the discrete one is 1 at the cylinder's e_i dofs and 0 elsewhere.
-        """
-        res, _ = self.residual(x, nu)
-        scale = -2.0 / ((2.0 * u_max / 3.0) ** 2 * DIAMETER)
-        return scale * float(res[self.cyl_x].sum()), scale * float(res[self.cyl_y].sum())
-
-    def to_nodal(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(u, v, p) at the P2 nodes; p's edge-node values are the P1 edge averages."""
-        vel = x[: self.n_u].reshape(-1, 2)
-        p_vert = x[self.n_u :]
-        facets = self.mesh.facets
-        p = np.concatenate([p_vert, 0.5 * (p_vert[facets[0]] + p_vert[facets[1]])])
-        return vel[:, 0].copy(), vel[:, 1].copy(), p
-
-    def from_nodal(self, u: np.ndarray, v: np.ndarray, p: np.ndarray) -> np.ndarray:
-        return np.concatenate([np.stack([u, v], 1).ravel(), p[: self.mesh.nvertices]])
-
-
 def _validate(
     re: object, u_max: object, length: object, refinement: object, eval_spacing: object
 ) -> tuple[float, float, float, int, float]:
@@ -295,42 +170,8 @@ def _viscosity(re: float, u_max: float) -> float:
     return (2.0 * u_max / 3.0) * DIAMETER / re
 
 
-def _newton(
-    disc: _Discretisation,
-    x: np.ndarray,
-    nu: float,
-    tol: float,
-    rel_tol: float,
-    max_steps: int,
-) -> tuple[np.ndarray, list[float], bool]:
-    """Newton's method from ``x`` (which must carry the Dirichlet values).
-
-    Stops when the l2 norm of the residual over the free rows is <= ``max(tol, rel_tol *
-    initial norm)``, or on divergence (non-finite or 1e3-fold residual growth). Returns
-    ``(x, residual norms, converged)``.
-    """
-    stokes = disc.stokes(nu)
-    free = disc.free
-    history: list[float] = []
-    for step in range(max_steps + 1):
-        res, conv = disc.residual(x, nu, stokes)
-        norm = float(np.linalg.norm(res[free]))
-        history.append(norm)
-        if norm <= max(tol, rel_tol * history[0]):
-            return x, history, True
-        if not math.isfinite(norm) or norm > 1e3 * max(history[0], tol) or step == max_steps:
-            return x, history, False
-        jac = stokes + sp.block_diag([conv, sp.csr_matrix((disc.n_p, disc.n_p))], format="csr")
-        # COLAMD: the other SuperLU orderings are orders of magnitude slower on this
-        # saddle-point matrix (MMD_AT_PLUS_A did not finish a 60k system in minutes).
-        lu = splu(jac[free][:, free].tocsc(), permc_spec="COLAMD")
-        x = x.copy()
-        x[free] -= lu.solve(res[free])
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 def _solve_on(
-    disc: _Discretisation,
+    disc: Discretisation,
     re: float,
     u_max: float,
     re_steps: Sequence[float],
@@ -350,7 +191,7 @@ def _solve_on(
         # Intermediate solutions only seed the next step: a 1000-fold residual reduction (in
         # practice ~1e4-fold, by quadratic convergence) is plenty and saves a factorisation.
         rel_tol = 0.0 if len(targets) == 1 else 1e-3
-        x_new, history, ok = _newton(disc, x, nu, tol, rel_tol, max_newton)
+        x_new, history, ok = newton(disc, x, nu, tol, rel_tol, max_newton)
         steps, norm = len(history) - 1, history[-1]
         if ok:
             log(
@@ -449,7 +290,7 @@ def solve_navier_stokes(
 
     t0 = time.perf_counter()
     mesh = channel_cylinder_mesh(refinement, length=length, wall_grading=WALL_GRADING)
-    disc = _Discretisation(mesh)
+    disc = Discretisation(mesh)
     log(
         f"navier_stokes: Re={re:g}, U_m={u_max:g}, nu={_viscosity(re, u_max):.3g}; mesh "
         f"refinement {refinement}: {mesh.nelements} cells, {disc.n_u + disc.n_p} unknowns"
@@ -509,7 +350,7 @@ def drag_lift_dp(ref: NavierStokesReference) -> tuple[float, float, float]:
     Turek 1996). The discretisation is rebuilt from ``ref.nodes`` and ``ref.cells``.
     """
     mesh = _mesh_from(ref)
-    disc = _Discretisation(mesh)
+    disc = Discretisation(mesh)
     if not np.array_equal(disc.cells, ref.cells):
         raise ValueError("ref.cells must be in scikit-fem's P2 numbering of its own mesh")
     x = disc.from_nodal(np.asarray(ref.u), np.asarray(ref.v), np.asarray(ref.p))
@@ -539,122 +380,3 @@ def _mesh_from(ref: NavierStokesReference) -> MeshTri2:
             "cylinder": bf[on_circle],
         }
     )
-
-
-def load_or_build_navier_stokes(
-    path: str | Path,
-    re: float = 100.0,
-    u_max: float = 1.5,
-    length: float = LENGTH,
-    refinement: int = 4,
-    re_steps: Sequence[float] = (30.0,),
-    tol: float = 1e-10,
-    eval_spacing: float = 0.01,
-    log: Callable[[str], object] | None = None,
-    force: bool = False,
-) -> NavierStokesReference:
-    """Return the Navier-Stokes reference, from the HDF5 cache at ``path`` when it is valid.
-
-    The file holds the datasets ``nodes``, ``cells``, ``u``, ``v``, ``p``, ``eval_points`` and
-    ``eval_values`` and, as root attributes, every parameter that changes the result (``re``,
-    ``u_max``, ``nu``, ``length``, ``height``, ``refinement``, ``tol``, ``eval_spacing``, the
-    mesh grading, quadrature order and a format version; not ``re_steps``, which changes only the
-    path to the same solution). It is rebuilt (and written atomically, creating parent
-    folders) when it is missing, was made with other parameters or is corrupt: not HDF5,
-    missing datasets, inconsistent shapes, non-finite values, out-of-range cells or another
-    evaluation grid, values that no longer match their stored checksum or no checksum (a cache
-    from before checksums). Each rebuild is reported with the file name and the reason through
-    ``log``, by default the ``pinn_exp.reference`` logger (see
-    :func:`~pinn_exp.reference.cache.report`; a changed checksum as a warning), as are the
-    solver's progress lines; ``force=True`` rebuilds unconditionally. Arguments as in
-    :func:`solve_navier_stokes` (Schaefer & Turek 1996).
-    """
-    path = Path(path)
-    say = partial(report, log=log)
-    re, u_max, length, refinement, eval_spacing = _validate(
-        re, u_max, length, refinement, eval_spacing
-    )
-    tol = _check_float("tol", tol, "a finite float > 0", lambda v: v > 0)
-    attrs = {
-        "problem": "navier_stokes_cylinder",
-        "format_version": FORMAT_VERSION,
-        "method": "taylor-hood-p2p1-isoparametric-newton",
-        "re": re,
-        "u_max": u_max,
-        "nu": _viscosity(re, u_max),
-        "length": length,
-        "height": HEIGHT,
-        "cylinder_center": np.array(CYLINDER_CENTER),
-        "cylinder_radius": CYLINDER_RADIUS,
-        "refinement": refinement,
-        "wall_grading": WALL_GRADING,
-        "intorder": INTORDER,
-        "tol": tol,
-        "eval_spacing": eval_spacing,
-    }
-    if force:
-        reason = "rebuild forced"
-    else:
-        pts = eval_grid(length, eval_spacing)
-        arrays, reason = read_cached(
-            path,
-            attrs,
-            {
-                "nodes": (None, 2),
-                "cells": (None, 6),
-                "u": (None,),
-                "v": (None,),
-                "p": (None,),
-                "eval_points": pts.shape,
-                "eval_values": (pts.shape[0], 3),
-            },
-        )
-        if arrays is not None:
-            reason = _inconsistency(arrays, pts)
-            if not reason:
-                say(f"navier_stokes reference: reusing {path}")
-                return _reference(
-                    arrays["nodes"].astype(np.float64),
-                    arrays["cells"].astype(np.int64),
-                    tuple(arrays[k].astype(np.float64) for k in ("u", "v", "p")),
-                    re,
-                    u_max,
-                    length,
-                    refinement,
-                    eval_spacing,
-                    eval_values=arrays["eval_values"].astype(np.float64),
-                )
-
-    say(f"navier_stokes reference: building {path} ({reason})", warning=MODIFIED in reason)
-    ref = solve_navier_stokes(
-        re=re,
-        u_max=u_max,
-        length=length,
-        refinement=refinement,
-        re_steps=re_steps,
-        tol=tol,
-        eval_spacing=eval_spacing,
-        log=say,
-    )
-    arrays = {
-        name: getattr(ref, name)
-        for name in ("nodes", "cells", "u", "v", "p", "eval_points", "eval_values")
-    }
-    write_atomic_h5(path, arrays, attrs)
-    return ref
-
-
-def _inconsistency(arrays: dict[str, np.ndarray], pts: np.ndarray) -> str:
-    """Why cached arrays cannot be a solution for these parameters ("" if they can)."""
-    n_nodes = arrays["nodes"].shape[0]
-    for name in ("u", "v", "p"):
-        if arrays[name].shape != (n_nodes,):
-            return f"dataset {name!r} has shape {arrays[name].shape}, expected ({n_nodes},)"
-    cells = arrays["cells"]
-    if not np.issubdtype(cells.dtype, np.integer) or cells.size == 0:
-        return "dataset 'cells' is empty or not integer"
-    if cells.min() < 0 or cells.max() >= n_nodes:
-        return "dataset 'cells' indexes nodes out of range"
-    if not np.allclose(arrays["eval_points"], pts, rtol=0, atol=1e-12):
-        return "the stored evaluation grid does not match the parameters"
-    return ""

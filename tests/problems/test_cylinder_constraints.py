@@ -8,15 +8,10 @@ import math
 import pytest
 import torch
 
-from pinn_exp.derivatives import multi_indices
+from pinn_exp.jets import multi_indices
 from pinn_exp.models import MLP, SIREN
-from pinn_exp.problems.navier_stokes import (
-    CYLINDER_CENTER,
-    CYLINDER_RADIUS,
-    DIAMETER,
-    HEIGHT,
-    NavierStokes,
-)
+from pinn_exp.problems.navier_stokes import NavierStokes
+from pinn_exp.reference.mesh import CYLINDER_CENTER, CYLINDER_RADIUS, DIAMETER, HEIGHT
 
 F64 = torch.float64
 

@@ -21,8 +21,8 @@ from pinn_exp.reference.navier_stokes import (
     DFG_2D1,
     NavierStokesReference,
     drag_lift_dp,
-    load_or_build_navier_stokes,
 )
+from pinn_exp.reference.navier_stokes_cache import load_or_build_navier_stokes
 
 F64 = torch.float64
 D = 2 * CYLINDER_RADIUS

@@ -109,6 +109,19 @@ def test_residual_and_boundary_terms_vanish_on_kovasznay_flow(tmp_path):
     assert not (tmp_path / problem.reference_path.name).exists()  # the FE reference is lazy
 
 
+def test_to_moves_every_fixed_tensor(tmp_path):
+    """``to(device)`` moves the boundary sets and both kinds of their targets (the stream
+    formulation's psi targets too); the meta device stands in for a GPU."""
+    problem = NavierStokes(torch.Generator().manual_seed(0), tmp_path).to(torch.device("meta"))
+    fixed = {
+        **{f"boundary/{k}": v for k, v in problem.boundary.items()},
+        **{f"boundary_targets/{k}": v for k, v in problem.boundary_targets.items()},
+        **{f"stream_targets/{k}": v for k, v in problem.stream_targets.items()},
+    }
+    assert any(k.startswith("stream_targets/") for k in fixed)
+    assert {k: v.device.type for k, v in fixed.items()} == dict.fromkeys(fixed, "meta")
+
+
 def test_stream_formulation_vanishes_on_kovasznay_flow(tmp_path):
     problem = kovasznay_problem(tmp_path, formulation="stream")
     assert problem.out_dim == 2 and problem.residual_terms == ("momentum_x", "momentum_y")

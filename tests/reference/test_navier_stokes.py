@@ -23,9 +23,9 @@ from pinn_exp.reference.navier_stokes import (
     NavierStokesReference,
     drag_lift_dp,
     eval_grid,
-    load_or_build_navier_stokes,
     solve_navier_stokes,
 )
+from pinn_exp.reference.navier_stokes_cache import load_or_build_navier_stokes
 
 CX, CY = CYLINDER_CENTER
 R = CYLINDER_RADIUS
