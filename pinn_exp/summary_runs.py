@@ -125,10 +125,12 @@ def _is_number(text: str) -> bool:
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
-    """Runs that differ only in the excluded keys (seed, ...) form one group, sorted by choice."""
+    """Runs that differ only in the excluded keys (seed, ...) form one group, sorted by choice;
+    the order of the overrides does not matter (two command lines may give them differently)."""
     groups: dict[tuple, Group] = {}
     for run in runs:
-        groups.setdefault(run.config_key, Group(run.config_key)).runs.append(run)
+        key = tuple(sorted(run.config_key))
+        groups.setdefault(key, Group(run.config_key)).runs.append(run)
     for group in groups.values():
         group.runs.sort(key=lambda r: (r.seed is None, r.seed or 0, str(r.path)))
     columns = choice_columns(list(groups.values()))
