@@ -42,11 +42,15 @@ STUDIES: dict[str, list[tuple[str, list[str]]]] = {
         ("adam_full", [_NS, "optim=adam", *_FULL]),
         ("peers", ["experiment=peers_ns_inverse_qn_cpu"]),
     ],
-    "allen_cahn_qn_gpu": [("ablation", ["experiment=ablation_allen_cahn_qn_gpu"])],
+    "allen_cahn_qn_gpu": [
+        ("ablation", ["experiment=ablation_allen_cahn_qn_gpu"]),
+        ("peers", ["experiment=peers_allen_cahn_qn_gpu"]),
+    ],
     "ns_inverse_qn_gpu": [
         ("ablation", [_NS_GPU, "optim=ssbroyden"]),
         ("adam_plain", [_NS_GPU, "optim=adam", *_PLAIN]),
         ("adam_full", [_NS_GPU, "optim=adam", *_FULL]),
+        ("peers", ["experiment=peers_ns_inverse_qn_gpu"]),
     ],
 }
 

@@ -338,7 +338,28 @@ def test_navier_stokes_study_is_the_issue_grid_in_one_command():
         "ablation": 48,
         "peers": 15,
     }
-    assert len(sum(study_jobs("ns_inverse_qn_gpu").values(), [])) == 54
+    assert len(sum(study_jobs("ns_inverse_qn_gpu").values(), [])) == 69
+    assert len(sum(study_jobs("allen_cahn_qn_gpu").values(), [])) == 63
+
+
+@pytest.mark.parametrize(
+    "problem, row",
+    [
+        ("allen_cahn", ["optim=ssbroyden", "sampler=rar"]),
+        ("ns_inverse", ["sampler=rar", "anchor=softplus"]),
+    ],
+)
+def test_gpu_peers_match_the_gpu_ablation_rows(problem, row):
+    ablation = compose_hydra(f"experiment=ablation_{problem}_qn_gpu", *row)
+    keys = ("device", "time_budget_s", "steps", "eval_every", "pde", "model", "sampler")
+    for peer in [*PEERS, "soap"]:
+        run = compose_hydra(f"experiment=peers_{problem}_qn_gpu", f"peer={peer}")
+        assert len(sweep_jobs(run)) == 15
+        for key in keys:
+            assert run[key] == ablation[key], (peer, key)
+        if peer != "soap":
+            assert run.optim == ablation.optim
+    assert ablation.device == "cuda"
 
 
 def test_unknown_study_is_refused(capsys):
