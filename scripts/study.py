@@ -4,8 +4,8 @@
 A study is one or more Hydra multiruns of ``train.py`` written into one folder, so that
 ``python scripts/summarize.py OUT_DIR`` tables and plots it in one go. A Hydra sweep is a
 Cartesian product: the Navier-Stokes study's two Adam rows (every module off, every module on)
-are not a sub-grid of the module grid, so they are multiruns of their own. Each part's runs go
-to ``OUT_DIR/<part>/cfg_<overrides>/seed=<seed>``; extra overrides (e.g.
+are not a sub-grid of the module grid, so they are multiruns of their own. Each part is a sweep
+folder ``OUT_DIR/<part>`` (runs in ``cfg_<overrides>/seed=<seed>`` as usual); extra overrides (e.g.
 ``hydra/launcher=local_parallel``, ``data_dir=...``) are passed to every part. Run it with one
 thread per run, e.g.
 
@@ -25,33 +25,32 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-_NS = "experiment=ablation_ns_inverse_qn_cpu"
-_NS_GPU = "experiment=ablation_ns_inverse_qn_gpu"
 _PLAIN = ["balancer=none", "surgery=none", "sampler=uniform", "anchor=none"]
 _FULL = ["balancer=ema", "surgery=pcgrad", "sampler=rar", "anchor=softplus"]
 
-# study -> [(part, overrides of one multirun)]
+
+def _allen_cahn(size: str) -> list[tuple[str, list[str]]]:
+    return [
+        ("ablation", [f"experiment=ablation_allen_cahn_qn_{size}"]),
+        ("peers", [f"experiment=peers_allen_cahn_qn_{size}"]),
+    ]
+
+
+def _ns_inverse(size: str) -> list[tuple[str, list[str]]]:
+    grid = f"experiment=ablation_ns_inverse_qn_{size}"
+    return [
+        ("ablation", [grid, "optim=ssbroyden"]),
+        ("adam_plain", [grid, "optim=adam", *_PLAIN]),
+        ("adam_full", [grid, "optim=adam", *_FULL]),
+        ("peers", [f"experiment=peers_ns_inverse_qn_{size}"]),
+    ]
+
+
+# study -> [(part, overrides of one multirun)], at this machine's size and a GPU size
 STUDIES: dict[str, list[tuple[str, list[str]]]] = {
-    "allen_cahn_qn_cpu": [
-        ("ablation", ["experiment=ablation_allen_cahn_qn_cpu"]),
-        ("peers", ["experiment=peers_allen_cahn_qn_cpu"]),
-    ],
-    "ns_inverse_qn_cpu": [
-        ("ablation", [_NS, "optim=ssbroyden"]),
-        ("adam_plain", [_NS, "optim=adam", *_PLAIN]),
-        ("adam_full", [_NS, "optim=adam", *_FULL]),
-        ("peers", ["experiment=peers_ns_inverse_qn_cpu"]),
-    ],
-    "allen_cahn_qn_gpu": [
-        ("ablation", ["experiment=ablation_allen_cahn_qn_gpu"]),
-        ("peers", ["experiment=peers_allen_cahn_qn_gpu"]),
-    ],
-    "ns_inverse_qn_gpu": [
-        ("ablation", [_NS_GPU, "optim=ssbroyden"]),
-        ("adam_plain", [_NS_GPU, "optim=adam", *_PLAIN]),
-        ("adam_full", [_NS_GPU, "optim=adam", *_FULL]),
-        ("peers", ["experiment=peers_ns_inverse_qn_gpu"]),
-    ],
+    f"{name}_qn_{size}": parts(size)
+    for name, parts in [("allen_cahn", _allen_cahn), ("ns_inverse", _ns_inverse)]
+    for size in ("cpu", "gpu")
 }
 
 
@@ -65,8 +64,8 @@ def commands(study: str, out: Path, extra: list[str] = ()) -> list[list[str]]:
             "train.py",
             "-m",
             *overrides,
-            f"hydra.sweep.dir={Path(out).resolve()}",
-            f"hydra.sweep.subdir='{part}/cfg_${{hydra.job.override_dirname}}/seed=${{seed}}'",
+            # each part its own sweep folder; the config's subdir (cfg_<overrides>/seed=<n>) within
+            f"hydra.sweep.dir={Path(out).resolve() / part}",
             *extra,
         ]
         for part, overrides in STUDIES[study]

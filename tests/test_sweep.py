@@ -305,9 +305,7 @@ def study_jobs(name: str) -> dict[str, list[tuple[str, ...]]]:
     for (part, _), cmd in zip(study.STUDIES[name], study.commands(name, Path("out"))):
         assert cmd[1:3] == ["train.py", "-m"]
         args = [a for a in cmd[3:] if not a.startswith("hydra.")]
-        assert (
-            f"hydra.sweep.subdir='{part}/cfg_${{hydra.job.override_dirname}}/seed=${{seed}}'" in cmd
-        )
+        assert f"hydra.sweep.dir={Path('out').resolve() / part}" in cmd
         cfg = compose_hydra(*(a for a in args if "," not in a))
         jobs[part] = [tuple(job) for job in sweep_jobs(cfg, *args)]
     return jobs
